@@ -1,0 +1,25 @@
+"""Inbound AMQP adapter: the command queue, RPC style."""
+
+from __future__ import annotations
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from command_service.application.service import CommandService, rejected
+from cqrs_shared.contracts.errors import INTERNAL_ERROR
+from cqrs_shared.messaging.consumer import QueueConsumer
+from cqrs_shared.topology import COMMAND_QUEUE
+
+
+def command_consumer(connection: AbstractRobustConnection, service: CommandService, *, prefetch: int) -> QueueConsumer:
+    consumer: QueueConsumer
+
+    async def handle(message: AbstractIncomingMessage) -> None:
+        reply = await service.handle(message.body, message.routing_key or "", message.content_type)
+        await consumer.reply(message, reply)
+
+    async def give_up(message: AbstractIncomingMessage, exc: BaseException) -> None:
+        await consumer.reply(message, rejected(None, INTERNAL_ERROR, "the command could not be processed; it was dead-lettered"))
+
+    consumer = QueueConsumer(connection, COMMAND_QUEUE, handle, service="command-service",
+                             prefetch=prefetch, on_give_up=give_up)
+    return consumer

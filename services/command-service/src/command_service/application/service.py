@@ -1,0 +1,187 @@
+"""Command handling: parse and validate the request, check idempotency, run the business
+rules in one transaction that also appends the events (the outbox), store the reply."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from command_service.application.ports import CommandStore, ReplyExists, Tx
+from command_service.domain import model
+from command_service.domain.model import Actor, Customer, DomainError, NewEvent, Product
+from cqrs_shared.contracts import commands as c
+from cqrs_shared.contracts.envelopes import MAX_BODY_BYTES, CommandEnvelope
+from cqrs_shared.contracts.errors import VALIDATION_ERROR, details_from, error_body
+from cqrs_shared.money import parse_money
+from cqrs_shared.timeutil import iso_ms
+
+CREATING = {"RegisterCustomer", "AddProduct", "PlaceOrder"}
+
+
+def rejected(command_id: str | None, code: str, message: str, details=None, aggregate_id: str | None = None) -> dict[str, Any]:
+    return {"commandId": command_id, "status": "rejected", "aggregateId": aggregate_id,
+            "version": None, "position": None, "error": error_body(code, message, details)}
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str, details: list[dict[str, str]], aggregate_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.details, self.aggregate_id = message, details, aggregate_id
+
+
+def _envelope(cmd: CommandEnvelope, ev: NewEvent, position: int, at: datetime) -> dict[str, Any]:
+    return {
+        "eventId": str(uuid.uuid4()), "eventType": ev.event_type, "aggregateId": ev.aggregate_id,
+        "aggregateType": ev.aggregate_type, "version": ev.version, "position": position,
+        "timestamp": iso_ms(at), "correlationId": cmd.metadata.correlationId or cmd.commandId,
+        "causationId": cmd.commandId, "schemaVersion": 1, "data": ev.data,
+        "metadata": {"userId": cmd.userId},
+    }
+
+
+class CommandService:
+    def __init__(self, *, store: CommandStore) -> None:
+        self._store = store
+        self._handlers: dict[str, Callable[[CommandEnvelope, Any, Actor, Tx], Awaitable[tuple[list[NewEvent], Callable[[Tx, datetime], Awaitable[None]]]]]] = {
+            "RegisterCustomer": self._register_customer,
+            "AddProduct": self._add_product,
+            "PlaceOrder": self._place_order,
+        }
+
+    async def handle(self, body: bytes, routing_key: str, content_type: str | None = None) -> dict[str, Any]:
+        """Returns the reply for one request. Never raises for bad input."""
+        command_id: str | None = None
+        try:
+            cmd, data = self._parse(body, routing_key)
+            command_id = cmd.commandId
+        except _Invalid as exc:
+            return await self._reply_invalid(body, exc)
+        stored = await self._store.stored_reply(command_id)
+        if stored is not None:
+            return stored
+        handler = self._handlers[cmd.commandType]
+        actor = Actor(cmd.userId, frozenset(cmd.metadata.roles))
+
+        async def work(tx: Tx) -> dict[str, Any]:
+            events, persist = await handler(cmd, data, actor, tx)
+            last, at = await tx.reserve_positions(len(events))
+            first = last - len(events) + 1
+            envelopes = [_envelope(cmd, ev, first + i, at) for i, ev in enumerate(events)]
+            await persist(tx, at)
+            await tx.insert_events(envelopes, at)
+            reply = {"commandId": cmd.commandId, "status": "accepted",
+                     "aggregateId": events[-1].aggregate_id, "version": events[-1].version,
+                     "position": last, "error": None}
+            await tx.save_reply(cmd.commandId, cmd.commandType, reply)
+            return reply
+
+        try:
+            return await self._store.in_transaction(work)
+        except ReplyExists:
+            return await self._store.stored_reply(command_id)  # a concurrent twin won
+        except DomainError as exc:
+            reply = rejected(command_id, exc.code, exc.message, exc.details, self._target_id(cmd, data))
+            return await self._store.save_reply(command_id, cmd.commandType, reply)
+
+    # -- parsing -------------------------------------------------------------------------
+
+    def _parse(self, body: bytes, routing_key: str) -> tuple[CommandEnvelope, Any]:
+        if len(body) > MAX_BODY_BYTES:
+            raise _Invalid("request body is larger than 1 MiB", [{"field": "body", "message": "larger than 1 MiB"}])
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Invalid("body is not valid UTF-8 JSON", [{"field": "body", "message": str(exc)[:200]}]) from None
+        if not isinstance(raw, dict):
+            raise _Invalid("body must be a JSON object", [{"field": "body", "message": "not an object"}])
+        try:
+            cmd = CommandEnvelope.model_validate(raw)
+        except ValidationError as exc:
+            raise _Invalid("invalid command envelope", details_from(exc)) from None
+        if cmd.commandType != routing_key:
+            raise _Invalid(f"commandType {cmd.commandType!r} differs from routing key {routing_key!r}",
+                           [{"field": "commandType", "message": f"must equal the routing key {routing_key!r}"}])
+        model_cls = c.COMMANDS.get(cmd.commandType)
+        if model_cls is None or cmd.commandType not in self._handlers:
+            raise _Invalid(f"unknown command type {cmd.commandType!r}",
+                           [{"field": "commandType", "message": "unknown command type"}])
+        try:
+            data = model_cls.model_validate(cmd.data)
+        except ValidationError as exc:
+            raise _Invalid(f"invalid data for {cmd.commandType}", details_from(exc, "data"),
+                           self._target_id(cmd, None)) from None
+        if cmd.commandType in CREATING and cmd.expectedVersion not in (None, 0):
+            raise _Invalid("expectedVersion of a creating command may only be 0",
+                           [{"field": "expectedVersion", "message": "must be 0 for a new aggregate"}])
+        return cmd, data
+
+    async def _reply_invalid(self, body: bytes, exc: _Invalid) -> dict[str, Any]:
+        command_id, command_type = None, None
+        try:
+            raw = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
+            if isinstance(raw, dict) and isinstance(raw.get("commandId"), str) and 0 < len(raw["commandId"].strip()) <= 64:
+                command_id = raw["commandId"].strip()
+                command_type = raw.get("commandType") if isinstance(raw.get("commandType"), str) else None
+        except (ValueError, UnicodeDecodeError):
+            pass
+        reply = rejected(command_id, VALIDATION_ERROR, exc.message, exc.details, exc.aggregate_id)
+        if command_id is None:
+            return reply
+        # the contract stores the first reply to a commandId, whatever it was
+        return await self._store.save_reply(command_id, command_type, reply)
+
+    @staticmethod
+    def _target_id(cmd: CommandEnvelope, data: Any) -> str | None:
+        key = {"RegisterCustomer": "customerId", "AddProduct": "productId"}.get(cmd.commandType, "orderId")
+        if cmd.commandType == "RestockProduct":
+            key = "productId"
+        value = getattr(data, key, None) if data is not None else cmd.data.get(key)
+        return value if isinstance(value, str) and value else None
+
+    # -- handlers: each checks its rules and returns its events and how to persist them ----
+
+    async def _register_customer(self, cmd, data: c.RegisterCustomer, actor: Actor, tx: Tx):
+        customer_id = data.customerId or str(uuid.uuid4())
+        model.authorize_self_service(actor)
+        model.authorize_owner(actor, customer_id)
+        customer = Customer(customer_id, data.name, data.email, parse_money(data.creditLimit))
+        event = model.register_customer(customer, exists=await tx.customer_exists(customer_id))
+        return [event], lambda tx, at: tx.insert_customer(customer, at)
+
+    async def _add_product(self, cmd, data: c.AddProduct, actor: Actor, tx: Tx):
+        model.authorize_admin(actor)
+        product_id = data.productId or str(uuid.uuid4())
+        product = Product(product_id, data.name, parse_money(data.price), data.stock)
+        event = model.add_product(product, exists=await tx.product_exists(product_id))
+        return [event], lambda tx, at: tx.insert_product(product, at)
+
+    async def _place_order(self, cmd, data: c.PlaceOrder, actor: Actor, tx: Tx):
+        model.authorize_self_service(actor)
+        order_id = data.orderId or str(uuid.uuid4())
+        customer = await tx.customer(data.customerId, lock=True)
+        if customer is None:
+            raise DomainError("not_found", f"customer {data.customerId} not found",
+                              [{"field": "data.customerId", "message": "not found"}])
+        ids = [i.productId for i in data.items]
+        products = await tx.products(ids, lock=True)
+        missing = [{"field": f"data.items[{n}].productId", "message": f"product {pid} not found"}
+                   for n, pid in enumerate(ids) if pid not in products]
+        if missing:
+            raise DomainError("not_found", "; ".join(m["message"] for m in missing), missing)
+        model.authorize_owner(actor, customer.id)
+        exists = await tx.order_exists(order_id)
+        open_amount = 0 if exists else await tx.open_amount_cents(customer.id)
+        order, event = model.place_order(
+            order_id, customer, products, [(i.productId, i.quantity) for i in data.items],
+            data.shippingAddress.model_dump(), open_amount, exists=exists)
+
+        async def persist(tx: Tx, at: datetime) -> None:
+            await tx.insert_order(order, at)
+            await tx.update_stock(list(products.values()))
+
+        return [event], persist

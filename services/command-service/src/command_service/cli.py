@@ -1,0 +1,37 @@
+"""`command-service serve | migrate`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+
+from command_service.config import CommandSettings
+
+app = typer.Typer(help="The command service of the CQRS order system.", no_args_is_help=True)
+
+
+@app.command()
+def serve() -> None:
+    """Consume commands, run the outbox relay."""
+    from command_service.wiring import App
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(App(CommandSettings()).run())
+
+
+@app.command()
+def migrate(create_db: bool = typer.Option(True, help="Create the database if it is missing.")) -> None:
+    """Apply the versioned database migrations (run once per deploy, e.g. as a Kubernetes Job)."""
+    from command_service.adapters.postgres import apply_migrations, ensure_database
+
+    settings = CommandSettings()
+    if create_db:
+        asyncio.run(ensure_database(settings.postgres_dsn))
+    applied = apply_migrations(settings.postgres_dsn)
+    typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,46 @@
+"""Composition root: builds the command service from its settings. Nothing runs at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import aio_pika
+
+from command_service.adapters.amqp import command_consumer
+from command_service.adapters.postgres import PgCommandStore, create_pool
+from command_service.adapters.relay import OutboxRelay
+from command_service.application.service import CommandService
+from command_service.config import CommandSettings
+
+log = logging.getLogger("command_service")
+
+
+@dataclass
+class App:
+    settings: CommandSettings
+
+    async def run(self) -> None:
+        s = self.settings
+        pool = await create_pool(s.postgres_dsn, s.pg_pool_min, s.pg_pool_max)
+        connection = await aio_pika.connect_robust(s.amqp_url)
+        service = CommandService(store=PgCommandStore(pool))
+        consumer = command_consumer(connection, service, prefetch=s.prefetch)
+        relay = OutboxRelay(dsn=s.postgres_dsn, amqp=connection, batch=s.relay_batch,
+                            poll_seconds=s.relay_poll_seconds, crash_after_publish=s.relay_crash_after_publish)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await consumer.start()
+        if s.relay_enabled:
+            relay.start()
+        log.info("command-service ready (instance %s)", s.instance)
+        await stop.wait()
+        log.info("command-service stopping")
+        await consumer.stop()
+        await relay.stop()
+        await connection.close()
+        await pool.close()

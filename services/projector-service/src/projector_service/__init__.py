@@ -1,0 +1,1 @@
+"""Projector service: applies events from cqrs.events to the read views in MongoDB."""

@@ -1,0 +1,1 @@
+"""Pure projections: no I/O."""

@@ -1,0 +1,109 @@
+"""The `data` of every command in the contract."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+
+from cqrs_shared.money import parse_money
+
+from .envelopes import Id
+
+
+def _text(max_len: int):
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_len)]
+
+
+def _money(v: str) -> str:
+    parse_money(v)
+    return v
+
+
+Money = Annotated[str, AfterValidator(_money)]
+Name = _text(200)
+Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200,
+                                         pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class RegisterCustomer(_Data):
+    customerId: Id | None = None
+    name: Name
+    email: Email
+    creditLimit: Money
+
+
+class AddProduct(_Data):
+    productId: Id | None = None
+    name: Name
+    price: Money
+    stock: Annotated[StrictInt, Field(ge=0)]
+
+    @field_validator("price")
+    @classmethod
+    def _positive(cls, v: str) -> str:
+        if parse_money(v) <= 0:
+            raise ValueError("price must be greater than 0")
+        return v
+
+
+class RestockProduct(_Data):
+    productId: Id
+    quantity: Annotated[StrictInt, Field(gt=0)]
+
+
+class OrderItem(_Data):
+    productId: Id
+    quantity: Annotated[StrictInt, Field(ge=1, le=1000)]
+
+
+class Address(_Data):
+    street: Name
+    city: Name
+    state: Name
+    zip: _text(20)
+
+
+class PlaceOrder(_Data):
+    orderId: Id | None = None
+    customerId: Id
+    items: Annotated[list[OrderItem], Field(min_length=1, max_length=100)]
+    shippingAddress: Address
+
+    @field_validator("items")
+    @classmethod
+    def _distinct(cls, items: list[OrderItem]) -> list[OrderItem]:
+        ids = [i.productId for i in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("productIds must be distinct")
+        return items
+
+
+class ShipOrder(_Data):
+    orderId: Id
+    trackingNumber: _text(100)
+
+
+class DeliverOrder(_Data):
+    orderId: Id
+
+
+class CancelOrder(_Data):
+    orderId: Id
+    reason: _text(500)
+
+
+class RefundOrder(_Data):
+    orderId: Id
+    reason: _text(500)
+
+
+COMMANDS: dict[str, type[_Data]] = {
+    m.__name__: m
+    for m in (RegisterCustomer, AddProduct, RestockProduct, PlaceOrder, ShipOrder,
+              DeliverOrder, CancelOrder, RefundOrder)
+}

@@ -1,0 +1,180 @@
+"""A queue consumer with retries with backoff and a dead-letter queue.
+
+Attempts are counted in the `x-attempts` header of the message itself (never in process
+memory): a transient failure republishes the message to the retry queue of the next delay
+and acknowledges the original; when the delays are used up, or the failure is permanent,
+the message goes to `<queue>.dlq` with headers naming the error, the service, the attempts
+and the first failure time. Publishing to the retry queue or DLQ uses publisher confirms
+before the original is acknowledged, so nothing acknowledged is lost.
+
+Messages that share a key (`key_of`) are handled one after the other, in arrival order;
+others run concurrently up to the prefetch count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+
+from cqrs_shared.messaging.rpc import send_reply
+from cqrs_shared.messaging.topology import declare_consumed_queue
+from cqrs_shared.timeutil import iso_ms, utcnow
+from cqrs_shared.topology import ConsumedQueue
+
+log = logging.getLogger(__name__)
+
+
+class PermanentFailure(Exception):
+    """The message can never be processed (not JSON, missing fields, unknown type)."""
+
+
+Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+GiveUp = Callable[[AbstractIncomingMessage, BaseException], Awaitable[None]]
+
+
+class QueueConsumer:
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        spec: ConsumedQueue,
+        handler: Handler,
+        *,
+        service: str,
+        prefetch: int = 64,
+        key_of: Callable[[AbstractIncomingMessage], str | None] | None = None,
+        on_give_up: GiveUp | None = None,
+    ) -> None:
+        self._connection = connection
+        self._spec = spec
+        self._handler = handler
+        self._service = service
+        self._prefetch = prefetch
+        self._key_of = key_of
+        self._on_give_up = on_give_up
+        self._tails: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._channel: AbstractRobustChannel | None = None
+        self._tag: str | None = None
+        self._queue = None
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await declare_consumed_queue(self._channel, self._spec)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Stop taking messages, finish what is held, then close the channel."""
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception:  # channel may already be gone
+                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def reply(self, request: AbstractIncomingMessage, body: dict[str, Any]) -> None:
+        """RPC reply to `request` on this consumer's channel (no-op without reply_to)."""
+        assert self._channel is not None
+        await send_reply(self._channel, request, body)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        key = self._key_of(message) if self._key_of else None
+        task = asyncio.ensure_future(self._run_in_order(key, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_in_order(self, key: str | None, message: AbstractIncomingMessage) -> None:
+        if key is None:
+            await self._process(message)
+            return
+        previous = self._tails.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[key] = mine
+        try:
+            if previous is not None:
+                await previous
+            await self._process(message)
+        finally:
+            mine.set_result(None)
+            if self._tails.get(key) is mine:
+                del self._tails[key]
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._handler(message)
+        except PermanentFailure as exc:
+            await self._dead_letter(message, exc, permanent=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # transient: retry with backoff
+            log.warning("transient failure on %s: %r", self._spec.name, exc)
+            await self._retry(message, exc)
+        else:
+            await message.ack()
+
+    def _attempts(self, message: AbstractIncomingMessage) -> int:
+        return int((message.headers or {}).get("x-attempts", 0)) + 1
+
+    def _copy(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+        return aio_pika.Message(
+            body=message.body,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            user_id=None,
+            app_id=message.app_id,
+            expiration=message.expiration,
+        )
+
+    async def _retry(self, message: AbstractIncomingMessage, exc: BaseException) -> None:
+        attempts = self._attempts(message)
+        delays = self._spec.retry_delays_ms
+        if attempts > len(delays):
+            await self._dead_letter(message, exc, permanent=False)
+            return
+        headers = dict(message.headers or {})
+        headers["x-attempts"] = attempts
+        headers.setdefault("x-first-failure-at", iso_ms(utcnow()))
+        headers.setdefault("x-original-routing-key", message.routing_key or "")
+        headers["x-last-error"] = f"{type(exc).__name__}: {exc}"[:1000]
+        assert self._channel is not None
+        await self._channel.default_exchange.publish(
+            self._copy(message, headers), routing_key=self._spec.retry_queue(delays[attempts - 1])
+        )
+        await message.ack()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, exc: BaseException, *, permanent: bool) -> None:
+        if self._on_give_up is not None:
+            try:
+                await self._on_give_up(message, exc)
+            except Exception:
+                log.exception("give-up hook failed")
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                "x-error": f"{type(exc).__name__}: {exc}"[:1000],
+                "x-error-kind": "permanent" if permanent else "retries-exhausted",
+                "x-service": self._service,
+                "x-attempts": self._attempts(message),
+                "x-first-failure-at": headers.get("x-first-failure-at") or iso_ms(utcnow()),
+                "x-original-queue": self._spec.name,
+                "x-original-routing-key": headers.get("x-original-routing-key") or message.routing_key or "",
+            }
+        )
+        assert self._channel is not None
+        await self._channel.default_exchange.publish(self._copy(message, headers), routing_key=self._spec.dlq)
+        await message.ack()

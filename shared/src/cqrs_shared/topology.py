@@ -1,0 +1,60 @@
+"""The RabbitMQ topology, declared once. Every service declares what it uses at start-up
+(declarations are idempotent), so any one of them can start first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cqrs_shared.contracts.commands import COMMANDS
+
+COMMANDS_EXCHANGE = "cqrs.commands"
+QUERIES_EXCHANGE = "cqrs.queries"
+EVENTS_EXCHANGE = "cqrs.events"
+
+QUERY_TYPES = (
+    "GetOrderDetails", "ListCustomerOrders", "SearchOrders", "GetCustomerSummary",
+    "GetDailyOrderMetrics", "GetPopularProducts", "GetProductAvailability",
+)
+
+# Delays of the retry queues, one queue per delay (a per-message TTL would make messages
+# with a long delay block short ones queued behind them).
+RETRY_DELAYS_MS = (200, 1000, 5000, 30000)
+
+
+@dataclass(frozen=True)
+class ConsumedQueue:
+    name: str
+    exchange: str
+    routing_keys: tuple[str, ...]
+    # fanout exchange that the main exchange uses as its alternate exchange, bound to this
+    # queue so that unroutable requests still reach the service (and get an error reply)
+    alternate_exchange: str | None = None
+    exchange_type: str = "direct"
+    retry_delays_ms: tuple[int, ...] = field(default=RETRY_DELAYS_MS)
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+    def retry_queue(self, delay_ms: int) -> str:
+        return f"{self.name}.retry.{delay_ms}ms"
+
+
+COMMAND_QUEUE = ConsumedQueue(
+    name="command-service.commands",
+    exchange=COMMANDS_EXCHANGE,
+    routing_keys=tuple(COMMANDS),
+    alternate_exchange=f"{COMMANDS_EXCHANGE}.unrouted",
+)
+QUERY_QUEUE = ConsumedQueue(
+    name="query-service.queries",
+    exchange=QUERIES_EXCHANGE,
+    routing_keys=QUERY_TYPES,
+    alternate_exchange=f"{QUERIES_EXCHANGE}.unrouted",
+)
+PROJECTOR_QUEUE = ConsumedQueue(
+    name="projector-service.events",
+    exchange=EVENTS_EXCHANGE,
+    routing_keys=("#",),
+    exchange_type="topic",
+)
