@@ -18,7 +18,7 @@ def serve() -> None:
     from command_service.wiring import App
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(App(CommandSettings()).run())
+    asyncio.run(App(CommandSettings()).serve_until_signal())
 
 
 @app.command()

@@ -22,6 +22,20 @@ log = logging.getLogger("command_service")
 class App:
     settings: CommandSettings
 
+    def __post_init__(self) -> None:
+        self._stop: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(self.run())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        await task
+
     async def run(self) -> None:
         s = self.settings
         pool = await create_pool(s.postgres_dsn, s.pg_pool_min, s.pg_pool_max)
@@ -30,10 +44,7 @@ class App:
         consumer = command_consumer(connection, service, prefetch=s.prefetch)
         relay = OutboxRelay(dsn=s.postgres_dsn, amqp=connection, batch=s.relay_batch,
                             poll_seconds=s.relay_poll_seconds, crash_after_publish=s.relay_crash_after_publish)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = self._stop = asyncio.Event()
         await consumer.start()
         if s.relay_enabled:
             relay.start()

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` runs the system and shows it working,
+# `make test` runs the tests. uv is installed with pip when missing.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+
+.PHONY: install up down status demo test test-unit migrate clean
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
+	$(UV) sync --frozen
+
+up: install          ## start the three services (and what they need) in the background
+	scripts/stack.sh up
+
+down:                ## stop them cleanly
+	scripts/stack.sh down
+
+status:
+	scripts/stack.sh status
+
+demo: up             ## start the stack, send a scenario, print the view, stop the stack
+	$(UV) run --frozen python scripts/demo.py; rc=$$?; [ -n "$$KEEP" ] || scripts/stack.sh down; exit $$rc
+
+test: install        ## unit, integration and end-to-end tests against the real servers
+	scripts/test.sh
+
+test-unit: install
+	$(UV) run --frozen pytest tests/unit -q
+
+migrate: install
+	$(UV) run --frozen command-service migrate
+
+clean: down
+	rm -rf .run

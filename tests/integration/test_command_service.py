@@ -1,0 +1,178 @@
+"""The command service against the real RabbitMQ and PostgreSQL: RPC replies, the outbox
+in the same transaction, the relay with confirms, idempotency and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aio_pika
+import asyncpg
+import pytest
+
+from command_service.config import CommandSettings
+from command_service.wiring import App
+from cqrs_shared.messaging.rpc import RpcClient
+
+ADMIN = {"userId": "admin-1", "metadata": {"roles": ["admin"]}}
+ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"}
+
+
+@pytest.fixture(scope="module")
+async def stack(rabbit_vhost_url, pg_dsn):
+    settings = CommandSettings(amqp_url=rabbit_vhost_url, postgres_dsn=pg_dsn, relay_poll_seconds=0.2)
+    app = App(settings)
+    task = asyncio.create_task(app.run())
+    client = await RpcClient.connect(rabbit_vhost_url)
+    # an independent subscriber on cqrs.events, to see what the relay publishes
+    conn = await aio_pika.connect_robust(rabbit_vhost_url)
+    ch = await conn.channel()
+    for _ in range(100):  # the service declares the topology at start
+        try:
+            ex = await (await conn.channel()).get_exchange("cqrs.events", ensure=True)
+            break
+        except Exception:
+            await asyncio.sleep(0.05)
+    q = await ch.declare_queue("", exclusive=True)
+    await q.bind(ex, "#")
+    yield {"client": client, "events": q, "dsn": pg_dsn}
+    await client.close()
+    await conn.close()
+    app.stop()
+    await asyncio.wait_for(task, 15)
+
+
+async def _events(queue, n, timeout=5.0):
+    out = []
+    async with asyncio.timeout(timeout):
+        async with queue.iterator() as it:
+            async for msg in it:
+                await msg.ack()
+                out.append((msg, json.loads(msg.body)))
+                if len(out) == n:
+                    return out
+    return out
+
+
+async def _count(dsn, sql, *args):
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_typical_journey_appends_and_publishes_events(stack):
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    r1 = await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"c-{run}", "name": " Ann ", "email": "ann@example.com", "creditLimit": "100"}})
+    r2 = await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {
+        "productId": f"p-{run}", "name": "Pen", "price": "2.5", "stock": 10}})
+    r3 = await client.send_command({"commandType": "PlaceOrder", **ADMIN, "metadata": {"roles": ["admin"], "correlationId": f"corr-{run}"},
+                                    "data": {"orderId": f"o-{run}", "customerId": f"c-{run}",
+                                             "items": [{"productId": f"p-{run}", "quantity": 4}], "shippingAddress": ADDRESS}})
+    assert [r["status"] for r in (r1, r2, r3)] == ["accepted"] * 3, (r1, r2, r3)
+    assert r3["aggregateId"] == f"o-{run}" and r3["version"] == 1 and r3["error"] is None
+    assert r1["position"] < r2["position"] < r3["position"]
+    events = await _events(stack["events"], 3)
+    by_type = {e["eventType"]: (m, e) for m, e in events}
+    msg, placed = by_type["OrderPlaced"]
+    assert msg.message_id == placed["eventId"] and msg.routing_key == "order.OrderPlaced"
+    assert msg.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert placed["position"] == r3["position"] and placed["causationId"] == r3["commandId"]
+    assert placed["correlationId"] == f"corr-{run}" and placed["metadata"] == {"userId": "admin-1"}
+    assert placed["timestamp"].endswith("Z") and len(placed["timestamp"]) == 24
+    assert placed["data"]["customer"] == {"id": f"c-{run}", "name": "Ann", "email": "ann@example.com"}
+    assert placed["data"]["items"] == [{"productId": f"p-{run}", "name": "Pen", "quantity": 4,
+                                        "unitPrice": "2.50", "lineTotal": "10.00", "stock": 6}]
+    assert placed["data"]["totalAmount"] == "10.00"
+    # state and events committed together; the relay marked them published
+    assert await _count(stack["dsn"], "SELECT stock FROM products WHERE id=$1", f"p-{run}") == 6
+    for _ in range(50):
+        if not await _count(stack["dsn"], "SELECT count(*) FROM events WHERE published_at IS NULL"):
+            break
+        await asyncio.sleep(0.1)
+    assert await _count(stack["dsn"], "SELECT count(*) FROM events WHERE published_at IS NULL") == 0
+
+
+async def test_same_command_id_gives_same_reply_and_one_effect(stack):
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    cmd = {"commandId": f"cmd-{run}", "commandType": "AddProduct", **ADMIN,
+           "data": {"productId": f"p-{run}", "name": "Ink", "price": "1", "stock": 1}}
+    first = await client.send_command(cmd)
+    again = await client.send_command({**cmd, "data": {"productId": f"other-{run}", "name": "X", "price": "9", "stock": 9}})
+    concurrent = await asyncio.gather(*(client.send_command(cmd) for _ in range(5)))
+    assert first["status"] == "accepted"
+    assert again == first and all(r == first for r in concurrent)
+    assert await _count(stack["dsn"], "SELECT count(*) FROM events WHERE aggregate_id=$1", f"p-{run}") == 1
+    assert await _count(stack["dsn"], "SELECT count(*) FROM products WHERE id=$1", f"other-{run}") == 0
+
+
+@pytest.mark.parametrize("body,routing_key,field", [
+    (b"{not json", "RegisterCustomer", "body"),
+    (b'"just a string"', "RegisterCustomer", "body"),
+    (json.dumps({"commandId": "u1", "commandType": "FlyToMoon", "data": {}}).encode(), "FlyToMoon", "commandType"),
+    (json.dumps({"commandId": "u2", "commandType": "AddProduct", "data": {}}).encode(), "RegisterCustomer", "commandType"),
+    (json.dumps({"commandType": "AddProduct", "data": {"name": "x", "price": "1", "stock": 1}}).encode(), "AddProduct", "commandId"),
+    (json.dumps({"commandId": "m1", "commandType": "AddProduct", **ADMIN, "data": {"name": "x", "stock": 1}}).encode(), "AddProduct", "data.price"),
+    (json.dumps({"commandId": "m2", "commandType": "AddProduct", **ADMIN, "data": {"name": "x", "price": 2.5, "stock": 1}}).encode(), "AddProduct", "data.price"),
+    (json.dumps({"commandId": "m3", "commandType": "AddProduct", **ADMIN, "data": {"name": "x", "price": "2.555", "stock": 1}}).encode(), "AddProduct", "data.price"),
+    (b"x" * (1024 * 1024 + 1), "AddProduct", "body"),
+])
+async def test_bad_input_gets_validation_error_and_changes_nothing(stack, body, routing_key, field):
+    before = await _count(stack["dsn"], "SELECT count(*) FROM events")
+    reply = await stack["client"].call_raw("cqrs.commands", routing_key, body)
+    assert reply["status"] == "rejected"
+    assert reply["error"]["code"] == "validation_error"
+    assert field in [d["field"] for d in reply["error"]["details"]], reply
+    assert reply["version"] is None and reply["position"] is None
+    assert await _count(stack["dsn"], "SELECT count(*) FROM events") == before
+    assert await _count(stack["dsn"], "SELECT count(*) FROM products WHERE name = 'x'") == 0
+
+
+async def test_unknown_type_reaches_service_through_alternate_exchange(stack):
+    reply = await stack["client"].call_raw(
+        "cqrs.commands", "NoSuchCommand", json.dumps({"commandId": f"n-{uuid.uuid4().hex}", "commandType": "NoSuchCommand", "data": {}}).encode())
+    assert reply["error"]["code"] == "validation_error"
+
+
+async def test_business_rejections(stack):
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"c-{run}", "name": "Bo", "email": "bo@example.com", "creditLimit": "10"}})
+    await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {"productId": f"p-{run}", "name": "Pen", "price": "4", "stock": 2}})
+
+    async def order(qty, **extra):
+        return await client.send_command({"commandType": "PlaceOrder", **{**ADMIN, **extra}, "data": {
+            "customerId": f"c-{run}", "items": [{"productId": f"p-{run}", "quantity": qty}], "shippingAddress": ADDRESS}})
+
+    assert (await order(3))["error"]["code"] == "insufficient_stock"
+    assert (await order(2, userId="someone", metadata={"roles": ["customer"]}))["error"]["code"] == "forbidden"
+    assert (await order(2, metadata={"roles": []}))["error"]["code"] == "forbidden"
+    ok = await order(2, userId=f"c-{run}", metadata={"roles": ["customer"]})
+    assert ok["status"] == "accepted"
+    await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {"productId": f"q-{run}", "name": "Cap", "price": "3", "stock": 5}})
+    over = await client.send_command({"commandType": "PlaceOrder", **ADMIN, "data": {
+        "customerId": f"c-{run}", "items": [{"productId": f"q-{run}", "quantity": 1}], "shippingAddress": ADDRESS}})
+    assert over["error"]["code"] == "credit_limit_exceeded"  # 8.00 open + 3.00 > 10.00
+    missing = await client.send_command({"commandType": "PlaceOrder", **ADMIN, "data": {
+        "customerId": f"nobody-{run}", "items": [{"productId": f"p-{run}", "quantity": 1}], "shippingAddress": ADDRESS}})
+    assert missing["error"]["code"] == "not_found"
+    dup = await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {"productId": f"p-{run}", "name": "Pen", "price": "4", "stock": 2}})
+    assert dup["error"]["code"] == "duplicate" and dup["aggregateId"] == f"p-{run}"
+
+
+async def test_concurrent_orders_never_oversell(stack):
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"c-{run}", "name": "Cy", "email": "cy@example.com", "creditLimit": "100000"}})
+    await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {"productId": f"p-{run}", "name": "Hot", "price": "1", "stock": 10}})
+    replies = await asyncio.gather(*(client.send_command({"commandType": "PlaceOrder", **ADMIN, "data": {
+        "customerId": f"c-{run}", "items": [{"productId": f"p-{run}", "quantity": 1}], "shippingAddress": ADDRESS}})
+        for _ in range(50)))
+    assert sum(r["status"] == "accepted" for r in replies) == 10
+    assert {r["error"]["code"] for r in replies if r["status"] == "rejected"} == {"insufficient_stock"}
+    assert await _count(stack["dsn"], "SELECT stock FROM products WHERE id=$1", f"p-{run}") == 0
+    positions = sorted(r["position"] for r in replies if r["status"] == "accepted")
+    assert len(set(positions)) == 10
