@@ -1,0 +1,173 @@
+"""End to end across three processes: command -> outbox -> relay -> cqrs.events ->
+projector -> MongoDB view -> query service, including crashes around the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cqrs_shared.messaging.rpc import RpcClient
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+ADMIN = {"userId": "admin-e2e", "metadata": {"roles": ["admin"]}}
+ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"}
+
+
+class Service:
+    def __init__(self, name: str, env: dict[str, str], logdir: Path) -> None:
+        self.name, self.env, self.logdir = name, env, logdir
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, **extra_env: str) -> "Service":
+        self.starts += 1
+        self.log = self.logdir / f"{self.name}.{self.starts}.log"
+        self.proc = subprocess.Popen([str(BIN / self.name), "serve"], env={**self.env, **extra_env},
+                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while f"{self.name} ready" not in self.log.read_text(errors="replace"):
+            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()}"
+            assert time.monotonic() < deadline, f"{self.name} not ready:\n{self.log.read_text()}"
+            time.sleep(0.05)
+        return self
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(20)
+        return self.proc.returncode if self.proc else 0
+
+
+@pytest.fixture(scope="module")
+def services(rabbit_vhost_url, pg_dsn, mongo_url, mongo_db_name, tmp_path_factory):
+    env = {**os.environ, "AMQP_URL": rabbit_vhost_url, "POSTGRES_DSN": pg_dsn, "MONGO_URL": mongo_url,
+           "MONGO_DB": mongo_db_name, "RELAY_POLL_SECONDS": "0.2"}
+    logdir = tmp_path_factory.mktemp("e2e-logs")
+    svc = {n: Service(n, env, logdir) for n in ("command-service", "projector-service", "query-service")}
+    for s in svc.values():
+        s.start()
+    yield svc
+    for s in svc.values():
+        s.terminate()
+
+
+@pytest.fixture
+async def client(services, rabbit_vhost_url):
+    c = await RpcClient.connect(rabbit_vhost_url)
+    yield c
+    await c.close()
+
+
+async def _setup_customer_and_product(client, run):
+    await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"c-{run}", "name": "Grace Hopper", "email": "grace@example.com", "creditLimit": "1000"}})
+    await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {
+        "productId": f"p-{run}", "name": "Compiler", "price": "19.99", "stock": 50}})
+
+
+def _place(run, order_id):
+    return {"commandType": "PlaceOrder", "userId": f"c-{run}", "metadata": {"roles": ["customer"]},
+            "data": {"orderId": order_id, "customerId": f"c-{run}",
+                     "items": [{"productId": f"p-{run}", "quantity": 3}], "shippingAddress": ADDRESS}}
+
+
+async def test_command_to_view_to_query_across_three_processes(client):
+    run = uuid.uuid4().hex[:8]
+    await _setup_customer_and_product(client, run)
+    placed = await client.send_command(_place(run, f"o-{run}"))
+    assert placed["status"] == "accepted", placed
+    reply = await client.query({"queryType": "GetOrderDetails", "minPosition": placed["position"],
+                                "parameters": {"orderId": f"o-{run}", "includeHistory": True}})
+    assert reply["status"] == "ok", reply
+    assert reply["position"] >= placed["position"]
+    view = reply["result"]
+    assert view["id"] == f"o-{run}" and view["status"] == "placed" and view["version"] == 1
+    assert view["customer"] == {"id": f"c-{run}", "name": "Grace Hopper", "email": "grace@example.com"}
+    assert view["items"] == [{"productId": f"p-{run}", "name": "Compiler", "quantity": 3,
+                              "unitPrice": "19.99", "lineTotal": "59.97"}]
+    assert view["totalAmount"] == "59.97" and view["shippingAddress"] == ADDRESS
+    assert view["shippedAt"] is None and view["trackingNumber"] is None
+    assert view["history"] == [{"status": "placed", "at": view["placedAt"], "by": f"c-{run}"}]
+
+
+async def _unpublished(dsn):
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM events WHERE published_at IS NULL")
+    finally:
+        await conn.close()
+
+
+async def test_event_committed_but_not_published_arrives_once_after_restart(services, client, pg_dsn):
+    """The command service dies (kill -9) after the commit and before publishing."""
+    run = uuid.uuid4().hex[:8]
+    await _setup_customer_and_product(client, run)
+    cmd = services["command-service"]
+    assert cmd.terminate() == 0  # graceful stop
+    cmd.start(RELAY_ENABLED="false")  # commits and replies, never publishes
+    placed = await client.send_command(_place(run, f"o-{run}"))
+    assert placed["status"] == "accepted"
+    assert await _unpublished(pg_dsn) == 1
+    cmd.kill9()
+    stale = await client.query({"queryType": "GetOrderDetails", "minPosition": placed["position"], "maxWaitMs": 300,
+                                "parameters": {"orderId": f"o-{run}"}})
+    assert stale["status"] == "error" and stale["error"]["code"] == "stale"
+    cmd.start()
+    reply = await client.query({"queryType": "GetOrderDetails", "minPosition": placed["position"], "maxWaitMs": 10000,
+                                "parameters": {"orderId": f"o-{run}", "includeHistory": True}})
+    assert reply["status"] == "ok", reply
+    assert reply["result"]["version"] == 1 and len(reply["result"]["history"]) == 1
+    assert await _unpublished(pg_dsn) == 0
+
+
+async def test_crash_after_publish_before_marking_gives_one_effect(services, client, pg_dsn):
+    """Published but not marked: the restarted relay publishes again, the view stays exact."""
+    run = uuid.uuid4().hex[:8]
+    await _setup_customer_and_product(client, run)
+    cmd = services["command-service"]
+    cmd.terminate()
+    cmd.start(RELAY_ENABLED="false")
+    placed = await client.send_command(_place(run, f"o-{run}"))
+    cmd.terminate()
+    # start with the fault: it publishes the backlog, then exits before marking it
+    cmd.starts += 1
+    log = cmd.logdir / f"command-service.{cmd.starts}.log"
+    proc = subprocess.Popen([str(BIN / "command-service"), "serve"], env={**cmd.env, "RELAY_CRASH_AFTER_PUBLISH": "true"},
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    assert proc.wait(30) == 17, log.read_text()
+    assert await _unpublished(pg_dsn) >= 1  # still unmarked
+    first = await client.query({"queryType": "GetOrderDetails", "minPosition": placed["position"], "maxWaitMs": 10000,
+                                "parameters": {"orderId": f"o-{run}", "includeHistory": True}})
+    assert first["status"] == "ok", first
+    cmd.start()  # publishes the same events again
+    for _ in range(100):
+        if await _unpublished(pg_dsn) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await _unpublished(pg_dsn) == 0
+    await asyncio.sleep(0.5)  # let the projector see the duplicates
+    again = await client.query({"queryType": "GetOrderDetails", "parameters": {"orderId": f"o-{run}", "includeHistory": True}})
+    assert again["result"] == first["result"]
+    assert again["result"]["version"] == 1 and len(again["result"]["history"]) == 1
+
+
+async def test_sigterm_stops_every_service_cleanly(services):
+    for name in ("query-service", "projector-service", "command-service"):
+        s = services[name]
+        assert s.terminate() == 0, s.log.read_text()
+        s.start()
