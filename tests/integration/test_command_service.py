@@ -176,3 +176,48 @@ async def test_concurrent_orders_never_oversell(stack):
     assert await _count(stack["dsn"], "SELECT stock FROM products WHERE id=$1", f"p-{run}") == 0
     positions = sorted(r["position"] for r in replies if r["status"] == "accepted")
     assert len(set(positions)) == 10
+
+
+async def test_order_lifecycle_transitions_versions_and_stock(stack):
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"c-{run}", "name": "Di", "email": "di@example.com", "creditLimit": "1000"}})
+    await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {"productId": f"p-{run}", "name": "Mug", "price": "5", "stock": 4}})
+    owner = {"userId": f"c-{run}", "metadata": {"roles": ["customer"]}}
+
+    async def send(ctype, actor=ADMIN, **data):
+        return await client.send_command({"commandType": ctype, **actor, **data.pop("_env", {}), "data": data})
+
+    async def order():
+        r = await send("PlaceOrder", owner, customerId=f"c-{run}", items=[{"productId": f"p-{run}", "quantity": 2}],
+                       shippingAddress=ADDRESS)
+        assert r["status"] == "accepted", r
+        return r["aggregateId"]
+
+    o1 = await order()
+    assert (await send("DeliverOrder", orderId=o1))["error"]["code"] == "invalid_transition"
+    assert (await send("ShipOrder", owner, orderId=o1, trackingNumber="T1"))["error"]["code"] == "forbidden"
+    assert (await send("ShipOrder", orderId=o1, trackingNumber="T1", _env={"expectedVersion": 5}))["error"]["code"] == "concurrency_conflict"
+    shipped = await send("ShipOrder", orderId=o1, trackingNumber=" T1 ", _env={"expectedVersion": 1})
+    assert shipped["status"] == "accepted" and shipped["version"] == 2
+    assert (await send("CancelOrder", owner, orderId=o1, reason="late"))["error"]["code"] == "invalid_transition"
+    assert (await send("DeliverOrder", orderId=o1))["version"] == 3
+    assert (await send("RefundOrder", owner, orderId=o1, reason="broken"))["error"]["code"] == "forbidden"
+    assert (await send("RefundOrder", orderId=o1, reason="broken"))["version"] == 4
+    assert (await send("RefundOrder", orderId=o1, reason="again"))["error"]["code"] == "invalid_transition"
+
+    o2 = await order()
+    assert await _count(stack["dsn"], "SELECT stock FROM products WHERE id=$1", f"p-{run}") == 0
+    other = {"userId": "intruder", "metadata": {"roles": ["customer"]}}
+    assert (await send("CancelOrder", other, orderId=o2, reason="x"))["error"]["code"] == "forbidden"
+    assert (await send("CancelOrder", owner, orderId=f"none-{run}", reason="x"))["error"]["code"] == "not_found"
+    cancelled = await send("CancelOrder", owner, orderId=o2, reason="changed my mind")
+    assert cancelled["status"] == "accepted" and cancelled["version"] == 2
+    assert await _count(stack["dsn"], "SELECT stock FROM products WHERE id=$1", f"p-{run}") == 2  # released
+
+    restock = await send("RestockProduct", productId=f"p-{run}", quantity=3, _env={"expectedVersion": 1})
+    assert restock["status"] == "accepted" and restock["version"] == 2  # reservations do not bump it
+    assert (await send("RestockProduct", productId=f"p-{run}", quantity=3, _env={"expectedVersion": 1}))["error"]["code"] == "concurrency_conflict"
+    assert (await send("RestockProduct", productId=f"p-{run}", quantity=0))["error"]["code"] == "validation_error"
+    versions = await _count(stack["dsn"], "SELECT array_agg(version ORDER BY version) FROM events WHERE aggregate_id=$1", o1)
+    assert versions == [1, 2, 3, 4]

@@ -33,6 +33,13 @@ class PermanentFailure(Exception):
     """The message can never be processed (not JSON, missing fields, unknown type)."""
 
 
+def original_routing_key(message: AbstractIncomingMessage) -> str:
+    """The routing key the message was first published with: a retried message comes back
+    from its retry queue with the queue's name as routing key."""
+    rk = (message.headers or {}).get("x-original-routing-key") or message.routing_key or ""
+    return rk.decode() if isinstance(rk, bytes) else str(rk)
+
+
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 GiveUp = Callable[[AbstractIncomingMessage, BaseException], Awaitable[None]]
 

@@ -6,7 +6,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from command_service.application.service import CommandService, rejected
 from cqrs_shared.contracts.errors import INTERNAL_ERROR
-from cqrs_shared.messaging.consumer import QueueConsumer
+from cqrs_shared.messaging.consumer import QueueConsumer, original_routing_key
 from cqrs_shared.topology import COMMAND_QUEUE
 
 
@@ -14,7 +14,7 @@ def command_consumer(connection: AbstractRobustConnection, service: CommandServi
     consumer: QueueConsumer
 
     async def handle(message: AbstractIncomingMessage) -> None:
-        reply = await service.handle(message.body, message.routing_key or "", message.content_type)
+        reply = await service.handle(message.body, original_routing_key(message), message.content_type)
         await consumer.reply(message, reply)
 
     async def give_up(message: AbstractIncomingMessage, exc: BaseException) -> None:

@@ -12,7 +12,7 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from command_service.application.ports import ReplyExists, Tx
-from command_service.domain.model import Customer, Order, Product
+from command_service.domain.model import Customer, Order, OrderLine, Product
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,27 @@ class PgTx(Tx):
 
     async def order_exists(self, order_id: str) -> bool:
         return bool(await self.conn.fetchval("SELECT 1 FROM orders WHERE id = $1", order_id))
+
+    async def order(self, order_id: str, *, lock: bool = False) -> Order | None:
+        row = await self.conn.fetchrow(
+            "SELECT id, customer_id, status, shipping_address, tracking_number, version FROM orders WHERE id = $1"
+            + (" FOR UPDATE" if lock else ""), order_id)
+        if row is None:
+            return None
+        lines = await self.conn.fetch(
+            "SELECT product_id, name, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY product_id",
+            order_id)
+        return Order(row["id"], row["customer_id"],
+                     [OrderLine(r["product_id"], r["name"], r["quantity"], r["unit_price_cents"]) for r in lines],
+                     row["shipping_address"], row["status"], row["version"], row["tracking_number"])
+
+    async def update_order(self, o: Order, at: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE orders SET status = $2, tracking_number = $3, version = $4, updated_at = $5 WHERE id = $1",
+            o.id, o.status, o.tracking_number, o.version, at)
+
+    async def update_product(self, p: Product) -> None:
+        await self.conn.execute("UPDATE products SET stock = $2, version = $3 WHERE id = $1", p.id, p.stock, p.version)
 
     async def open_amount_cents(self, customer_id: str) -> int:
         return await self.conn.fetchval(

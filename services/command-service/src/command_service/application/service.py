@@ -51,6 +51,11 @@ class CommandService:
             "RegisterCustomer": self._register_customer,
             "AddProduct": self._add_product,
             "PlaceOrder": self._place_order,
+            "RestockProduct": self._restock_product,
+            "ShipOrder": self._order_transition,
+            "DeliverOrder": self._order_transition,
+            "CancelOrder": self._order_transition,
+            "RefundOrder": self._order_transition,
         }
 
     async def handle(self, body: bytes, routing_key: str, content_type: str | None = None) -> dict[str, Any]:
@@ -183,5 +188,41 @@ class CommandService:
         async def persist(tx: Tx, at: datetime) -> None:
             await tx.insert_order(order, at)
             await tx.update_stock(list(products.values()))
+
+        return [event], persist
+
+    async def _restock_product(self, cmd, data: c.RestockProduct, actor: Actor, tx: Tx):
+        model.authorize_admin(actor)
+        products = await tx.products([data.productId], lock=True)
+        product = products.get(data.productId)
+        if product is None:
+            raise DomainError("not_found", f"product {data.productId} not found",
+                              [{"field": "data.productId", "message": "not found"}])
+        model.check_expected_version(cmd.expectedVersion, product.version, f"product {product.id}")
+        event = model.restock_product(product, data.quantity)
+        return [event], lambda tx, at: tx.update_product(product)
+
+    async def _order_transition(self, cmd, data, actor: Actor, tx: Tx):
+        if cmd.commandType == "CancelOrder":
+            model.authorize_self_service(actor)
+        else:
+            model.authorize_admin(actor)
+        order = await tx.order(data.orderId, lock=True)
+        if order is None:
+            raise DomainError("not_found", f"order {data.orderId} not found",
+                              [{"field": "data.orderId", "message": "not found"}])
+        if cmd.commandType == "CancelOrder":
+            model.authorize_owner(actor, order.customer_id)
+        model.check_expected_version(cmd.expectedVersion, order.version, f"order {order.id}")
+        products: dict[str, Product] = {}
+        if cmd.commandType == "CancelOrder" and order.status == "placed":
+            products = await tx.products([ln.product_id for ln in order.lines], lock=True)
+        extra = data.model_dump(exclude={"orderId"})
+        event = model.transition(order, cmd.commandType, extra, products)
+
+        async def persist(tx: Tx, at: datetime) -> None:
+            await tx.update_order(order, at)
+            if products:
+                await tx.update_stock(list(products.values()))
 
         return [event], persist

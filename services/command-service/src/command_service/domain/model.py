@@ -170,3 +170,49 @@ def place_order(
         "shippingAddress": shipping_address,
     })
     return order, event
+
+
+def check_expected_version(expected: int | None, actual: int, what: str) -> None:
+    if expected is not None and expected != actual:
+        raise DomainError("concurrency_conflict", f"{what} is at version {actual}, expected {expected}")
+
+
+def restock_product(product: Product, quantity: int) -> NewEvent:
+    product.stock += quantity
+    product.version += 1
+    return NewEvent("product", product.id, "ProductRestocked", product.version, {
+        "productId": product.id, "quantity": quantity, "stock": product.stock,
+    })
+
+
+# Allowed transitions: command -> (from status, to status, event type)
+TRANSITIONS = {
+    "ShipOrder": ("placed", "shipped", "OrderShipped"),
+    "DeliverOrder": ("shipped", "delivered", "OrderDelivered"),
+    "CancelOrder": ("placed", "cancelled", "OrderCancelled"),
+    "RefundOrder": ("delivered", "refunded", "OrderRefunded"),
+}
+
+
+def transition(order: Order, command_type: str, data: dict[str, Any],
+               products: dict[str, Product] | None = None) -> NewEvent:
+    """Moves the order along placed -> shipped -> delivered -> refunded, or placed ->
+    cancelled. Cancelling releases the reserved stock on `products`."""
+    source, target, event_type = TRANSITIONS[command_type]
+    if order.status != source:
+        raise DomainError("invalid_transition",
+                          f"order {order.id} is {order.status}; {command_type} needs status {source}")
+    order.status = target
+    order.version += 1
+    payload: dict[str, Any] = {"orderId": order.id, "customerId": order.customer_id, **data}
+    if command_type == "ShipOrder":
+        order.tracking_number = data["trackingNumber"]
+    if command_type == "CancelOrder":
+        assert products is not None
+        released = []
+        for line in order.lines:
+            product = products[line.product_id]
+            product.stock += line.quantity
+            released.append({"productId": line.product_id, "quantity": line.quantity, "stock": product.stock})
+        payload["items"] = released
+    return NewEvent("order", order.id, event_type, order.version, payload)

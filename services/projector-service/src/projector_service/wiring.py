@@ -1,0 +1,36 @@
+"""Composition root: everything is built in `build()`, nothing at import time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from projector_service.adapters.amqp import make_consumer
+from projector_service.adapters.mongo import MongoViewStore, ensure_indexes
+from projector_service.application.projector import Projector
+from projector_service.config import ProjectorSettings
+
+
+@dataclass
+class ProjectorApp:
+    connection: Any
+    mongo: Any
+    consumer: Any
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.connection.close()
+        self.mongo.close()
+
+
+async def build(settings: ProjectorSettings) -> ProjectorApp:
+    mongo = AsyncIOMotorClient(settings.mongo_url)
+    db = mongo[settings.mongo_db]
+    await ensure_indexes(db)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    consumer = make_consumer(connection, Projector(MongoViewStore(db)), prefetch=settings.prefetch)
+    await consumer.start()
+    return ProjectorApp(connection, mongo, consumer)

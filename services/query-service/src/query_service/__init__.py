@@ -1,0 +1,1 @@
+"""Query service: answers queries from the read views in MongoDB."""

@@ -1,0 +1,1 @@
+"""Query parameters and result shaping: no I/O."""
