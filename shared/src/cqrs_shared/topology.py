@@ -58,3 +58,17 @@ PROJECTOR_QUEUE = ConsumedQueue(
     routing_keys=("#",),
     exchange_type="topic",
 )
+
+# Internal, not part of the public contract: a consumer that needs history asks the command
+# service to re-send the stored events from a position on, straight into its own queue.
+INTERNAL_EXCHANGE = "cqrs.internal"
+REPLAY_ROUTING_KEY = "events.replay"
+REPLAY_QUEUE = ConsumedQueue(
+    name="command-service.replay",
+    exchange=INTERNAL_EXCHANGE,
+    routing_keys=(REPLAY_ROUTING_KEY,),
+)
+# queues that replays may be sent to (a replay request cannot target arbitrary queues)
+REPLAY_TARGETS = (PROJECTOR_QUEUE.name,)
+
+ALL_CONSUMED_QUEUES = (COMMAND_QUEUE, QUERY_QUEUE, PROJECTOR_QUEUE, REPLAY_QUEUE)

@@ -12,6 +12,7 @@ import aio_pika
 from command_service.adapters.amqp import command_consumer
 from command_service.adapters.postgres import PgCommandStore, create_pool
 from command_service.adapters.relay import OutboxRelay
+from command_service.adapters.replay import replay_consumer
 from command_service.application.service import CommandService
 from command_service.config import CommandSettings
 
@@ -45,13 +46,16 @@ class App:
         relay = OutboxRelay(dsn=s.postgres_dsn, amqp=connection, batch=s.relay_batch,
                             poll_seconds=s.relay_poll_seconds, crash_after_publish=s.relay_crash_after_publish)
         stop = self._stop = asyncio.Event()
+        replayer = replay_consumer(connection, pool)
         await consumer.start()
+        await replayer.start()
         if s.relay_enabled:
             relay.start()
         log.info("command-service ready (instance %s)", s.instance)
         await stop.wait()
         log.info("command-service stopping")
         await consumer.stop()
+        await replayer.stop()
         await relay.stop()
         await connection.close()
         await pool.close()

@@ -4,4 +4,5 @@ from cqrs_shared.settings import CommonSettings
 
 
 class ProjectorSettings(CommonSettings):
-    pass
+    # on start, ask the command service for the events after the watermark
+    catch_up_on_start: bool = True

@@ -8,7 +8,7 @@ from typing import Any
 import aio_pika
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from projector_service.adapters.amqp import make_consumer
+from projector_service.adapters.amqp import make_consumer, request_replay
 from projector_service.adapters.mongo import MongoViewStore, ensure_indexes
 from projector_service.application.projector import Projector
 from projector_service.config import ProjectorSettings
@@ -31,6 +31,9 @@ async def build(settings: ProjectorSettings) -> ProjectorApp:
     db = mongo[settings.mongo_db]
     await ensure_indexes(db)
     connection = await aio_pika.connect_robust(settings.amqp_url)
-    consumer = make_consumer(connection, Projector(MongoViewStore(db)), prefetch=settings.prefetch)
+    store = MongoViewStore(db)
+    consumer = make_consumer(connection, Projector(store), prefetch=settings.prefetch)
     await consumer.start()
+    if settings.catch_up_on_start:
+        await request_replay(connection, await store.advance_watermark() + 1)
     return ProjectorApp(connection, mongo, consumer)

@@ -87,6 +87,11 @@ class QueueConsumer:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
+    @property
+    def channel(self) -> AbstractRobustChannel:
+        assert self._channel is not None, "consumer not started"
+        return self._channel
+
     async def reply(self, request: AbstractIncomingMessage, body: dict[str, Any]) -> None:
         """RPC reply to `request` on this consumer's channel (no-op without reply_to)."""
         assert self._channel is not None

@@ -5,7 +5,14 @@ from __future__ import annotations
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
-from cqrs_shared.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE, QUERIES_EXCHANGE, ConsumedQueue
+from cqrs_shared.topology import (
+    ALL_CONSUMED_QUEUES,
+    COMMANDS_EXCHANGE,
+    EVENTS_EXCHANGE,
+    INTERNAL_EXCHANGE,
+    QUERIES_EXCHANGE,
+    ConsumedQueue,
+)
 
 
 async def declare_exchanges(channel: AbstractChannel) -> None:
@@ -15,11 +22,24 @@ async def declare_exchanges(channel: AbstractChannel) -> None:
             name, aio_pika.ExchangeType.DIRECT, durable=True, arguments={"alternate-exchange": ae.name}
         )
     await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(INTERNAL_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+
+
+async def declare_all(channel: AbstractChannel) -> None:
+    """Every exchange and every service's queues. Each service declares all of it at start,
+    so that no event is published before the projector's queue exists to keep it."""
+    for spec in ALL_CONSUMED_QUEUES:
+        await _declare_queue(channel, spec)
 
 
 async def declare_consumed_queue(channel: AbstractChannel, spec: ConsumedQueue) -> AbstractQueue:
-    """The queue, its bindings, its dead-letter queue and its retry queues."""
+    """The whole topology, then this queue (with its bindings, DLQ and retry queues)."""
     await declare_exchanges(channel)
+    await declare_all(channel)
+    return await _declare_queue(channel, spec)
+
+
+async def _declare_queue(channel: AbstractChannel, spec: ConsumedQueue) -> AbstractQueue:
     queue = await channel.declare_queue(spec.name, durable=True)
     for key in spec.routing_keys:
         await queue.bind(spec.exchange, routing_key=key)

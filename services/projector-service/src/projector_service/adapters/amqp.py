@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import aio_pika
+
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import ValidationError
 
 from cqrs_shared.contracts.envelopes import EventEnvelope
 from cqrs_shared.messaging.consumer import PermanentFailure, QueueConsumer
-from cqrs_shared.topology import PROJECTOR_QUEUE
+from cqrs_shared.topology import INTERNAL_EXCHANGE, PROJECTOR_QUEUE, REPLAY_ROUTING_KEY
 
 from projector_service.application.projector import Projector
 from projector_service.domain.orders import KNOWN_EVENTS, InvalidEvent
@@ -54,3 +56,18 @@ def make_consumer(connection: AbstractRobustConnection, projector: Projector, *,
 
     return QueueConsumer(connection, PROJECTOR_QUEUE, handler, service=SERVICE,
                          prefetch=prefetch, key_of=aggregate_key)
+
+
+async def request_replay(connection: AbstractRobustConnection, from_position: int) -> None:
+    """Asks the command service to re-send the stored events from `from_position` on into
+    this projector's queue (catch-up after the queue or the views were created late)."""
+    channel = await connection.channel(publisher_confirms=True)
+    try:
+        exchange = await channel.get_exchange(INTERNAL_EXCHANGE)
+        await exchange.publish(
+            aio_pika.Message(json.dumps({"fromPosition": from_position, "queue": PROJECTOR_QUEUE.name}).encode(),
+                             content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=REPLAY_ROUTING_KEY,
+        )
+    finally:
+        await channel.close()

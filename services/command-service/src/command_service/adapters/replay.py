@@ -1,0 +1,63 @@
+"""Re-sends stored events on request (cqrs.internal / events.replay), so a consumer whose
+queue or views are newer than the history can catch up. Events go straight to the
+requesting queue (default exchange), in position order, with publisher confirms, exactly as
+the relay publishes them; consumers are idempotent, so overlaps with live events are
+harmless."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from cqrs_shared.messaging.consumer import PermanentFailure, QueueConsumer
+from cqrs_shared.topology import REPLAY_QUEUE, REPLAY_TARGETS
+
+log = logging.getLogger(__name__)
+BATCH = 1000
+
+
+def replay_consumer(connection: AbstractRobustConnection, pool: asyncpg.Pool) -> QueueConsumer:
+    consumer: QueueConsumer
+
+    async def handle(message: AbstractIncomingMessage) -> None:
+        try:
+            request = json.loads(message.body)
+            start = int(request["fromPosition"])
+            target = str(request["queue"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentFailure(f"invalid replay request: {exc}") from None
+        if target not in REPLAY_TARGETS:
+            raise PermanentFailure(f"replay to {target!r} is not allowed")
+        sent = 0
+        channel = consumer.channel
+        while True:
+            rows = await pool.fetch(
+                "SELECT position, envelope::text AS envelope, aggregate_type, aggregate_id, event_type, event_id "
+                "FROM events WHERE position >= $1 ORDER BY position LIMIT $2", start, BATCH)
+            if not rows:
+                break
+            await asyncio.gather(*(
+                channel.default_exchange.publish(
+                    aio_pika.Message(
+                        body=r["envelope"].encode(), content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(r["event_id"]),
+                        type=r["event_type"],
+                        headers={"x-aggregate-id": r["aggregate_id"], "x-position": r["position"],
+                                 "x-original-routing-key": f"{r['aggregate_type']}.{r['event_type']}",
+                                 "x-replay": True},
+                    ),
+                    routing_key=target,
+                )
+                for r in rows
+            ))
+            sent += len(rows)
+            start = rows[-1]["position"] + 1
+        log.info("replayed %d event(s) from position %s to %s", sent, request["fromPosition"], target)
+
+    consumer = QueueConsumer(connection, REPLAY_QUEUE, handle, service="command-service", prefetch=1)
+    return consumer
