@@ -1,0 +1,1 @@
+"""Client library and CLI for the CQRS order system."""
