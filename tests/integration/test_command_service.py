@@ -221,3 +221,54 @@ async def test_order_lifecycle_transitions_versions_and_stock(stack):
     assert (await send("RestockProduct", productId=f"p-{run}", quantity=0))["error"]["code"] == "validation_error"
     versions = await _count(stack["dsn"], "SELECT array_agg(version ORDER BY version) FROM events WHERE aggregate_id=$1", o1)
     assert versions == [1, 2, 3, 4]
+
+
+async def test_wrong_content_type_is_a_validation_error(stack):
+    body = json.dumps({"commandId": f"ct-{uuid.uuid4().hex}", "commandType": "AddProduct", **ADMIN,
+                       "data": {"productId": "ct", "name": "x", "price": "1", "stock": 1}}).encode()
+    reply = await stack["client"].call_raw("cqrs.commands", "AddProduct", body, content_type="text/plain")
+    assert reply["error"]["code"] == "validation_error"
+    assert reply["error"]["details"][0]["field"] == "content_type"
+    assert await _count(stack["dsn"], "SELECT count(*) FROM products WHERE id='ct'") == 0
+
+
+async def test_every_command_is_audited_with_who_what_and_outcome(stack):
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    ok = await client.send_command({"commandId": f"a1-{run}", "commandType": "AddProduct", **ADMIN,
+                                    "data": {"productId": f"p-{run}", "name": "A", "price": "1", "stock": 1}})
+    no = await client.send_command({"commandId": f"a2-{run}", "commandType": "AddProduct", "userId": "eve",
+                                    "metadata": {"roles": ["customer"]},
+                                    "data": {"productId": f"q-{run}", "name": "B", "price": "1", "stock": 1}})
+    assert ok["status"] == "accepted" and no["error"]["code"] == "forbidden"
+    conn = await asyncpg.connect(stack["dsn"])
+    try:
+        rows = await conn.fetch("SELECT command_id, command_type, user_id, roles, status, error_code, aggregate_id, received_at "
+                                "FROM command_audit WHERE command_id = ANY($1::text[]) ORDER BY id", [f"a1-{run}", f"a2-{run}"])
+    finally:
+        await conn.close()
+    assert [(r["command_id"], r["user_id"], r["roles"], r["status"], r["error_code"]) for r in rows] == [
+        (f"a1-{run}", "admin-1", ["admin"], "accepted", None),
+        (f"a2-{run}", "eve", ["customer"], "rejected", "forbidden"),
+    ]
+    assert all(r["command_type"] == "AddProduct" and r["received_at"] is not None for r in rows)
+
+
+async def test_positions_are_gap_free_and_published_in_commit_order(stack):
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    # drain what earlier tests published
+    while await stack["events"].get(no_ack=True, fail=False):
+        pass
+    await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"c-{run}", "name": "Ed", "email": "ed@example.com", "creditLimit": "100000"}})
+    products = [f"p{i}-{run}" for i in range(5)]
+    for pid in products:
+        await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {"productId": pid, "name": "P", "price": "1", "stock": 1000}})
+    await _events(stack["events"], 6)
+    replies = await asyncio.gather(*(client.send_command({"commandType": "PlaceOrder", **ADMIN, "data": {
+        "customerId": f"c-{run}", "items": [{"productId": products[i % 5], "quantity": 1}], "shippingAddress": ADDRESS}})
+        for i in range(60)))
+    assert all(r["status"] == "accepted" for r in replies)
+    received = [e["position"] for _, e in await _events(stack["events"], 60, timeout=15)]
+    assert received == sorted(received)  # a consumer never sees a position below one it has seen
+    all_positions = await _count(stack["dsn"], "SELECT array_agg(position ORDER BY position) FROM events")
+    assert all_positions == list(range(1, len(all_positions) + 1))  # no gaps

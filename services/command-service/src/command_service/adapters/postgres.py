@@ -150,6 +150,19 @@ class PgCommandStore:
         return stored
 
 
+    async def audit(self, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
+        meta = (request or {}).get("metadata") if isinstance((request or {}).get("metadata"), dict) else {}
+        roles = [r for r in (meta.get("roles") or []) if isinstance(r, str)] if isinstance(meta.get("roles"), list) else []
+        def text(key: str) -> str | None:
+            v = (request or {}).get(key)
+            return v[:200] if isinstance(v, str) else None
+        await self.pool.execute(
+            "INSERT INTO command_audit (command_id, command_type, user_id, roles, aggregate_id, status, error_code, "
+            "request, reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            reply.get("commandId"), text("commandType"), text("userId"), roles, reply.get("aggregateId"),
+            reply["status"], (reply.get("error") or {}).get("code"), request, reply)
+
+
 def apply_migrations(dsn: str) -> list[str]:
     """Applies the versioned SQL migrations (yoyo) and returns the ids applied now."""
     from importlib.resources import files

@@ -45,3 +45,6 @@ class CommandStore(Protocol):
     async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any]) -> dict[str, Any]:
         """Stores the reply unless one exists; returns the stored one."""
         ...
+    async def audit(self, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
+        """Records a command received and its outcome."""
+        ...

@@ -44,6 +44,16 @@ def _envelope(cmd: CommandEnvelope, ev: NewEvent, position: int, at: datetime) -
     }
 
 
+def _request_for_audit(body: bytes) -> dict[str, Any] | None:
+    if len(body) > MAX_BODY_BYTES:
+        return None
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
 class CommandService:
     def __init__(self, *, store: CommandStore) -> None:
         self._store = store
@@ -59,9 +69,18 @@ class CommandService:
         }
 
     async def handle(self, body: bytes, routing_key: str, content_type: str | None = None) -> dict[str, Any]:
-        """Returns the reply for one request. Never raises for bad input."""
+        """Returns the reply for one request, and records it in the audit trail. Never
+        raises for bad input."""
+        reply = await self._handle(body, routing_key, content_type)
+        await self._store.audit(_request_for_audit(body), reply)
+        return reply
+
+    async def _handle(self, body: bytes, routing_key: str, content_type: str | None) -> dict[str, Any]:
         command_id: str | None = None
         try:
+            if content_type and content_type.split(";")[0].strip().lower() != "application/json":
+                raise _Invalid(f"content type {content_type!r} is not application/json",
+                               [{"field": "content_type", "message": "must be application/json"}])
             cmd, data = self._parse(body, routing_key)
             command_id = cmd.commandId
         except _Invalid as exc:
