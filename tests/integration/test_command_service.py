@@ -272,3 +272,48 @@ async def test_positions_are_gap_free_and_published_in_commit_order(stack):
     assert received == sorted(received)  # a consumer never sees a position below one it has seen
     all_positions = await _count(stack["dsn"], "SELECT array_agg(position ORDER BY position) FROM events")
     assert all_positions == list(range(1, len(all_positions) + 1))  # no gaps
+
+
+async def test_deadlocks_and_serialization_failures_are_retried_inside(pg_dsn):
+    from command_service.adapters.postgres import PgCommandStore, create_pool
+
+    pool = await create_pool(pg_dsn, 1, 2)
+    calls = []
+
+    async def work(tx):
+        calls.append(1)
+        await tx.conn.execute("INSERT INTO command_replies (command_id, reply) VALUES ($1, '{}')", f"w{len(calls)}")
+        if len(calls) == 1:
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        if len(calls) == 2:
+            raise asyncpg.exceptions.SerializationError("could not serialize access")
+        return {"ok": len(calls)}
+
+    try:
+        assert await PgCommandStore(pool).in_transaction(work) == {"ok": 3}
+        # the failed attempts were rolled back
+        assert await pool.fetchval("SELECT array_agg(command_id) FROM command_replies WHERE command_id LIKE 'w_'") == ["w3"]
+    finally:
+        await pool.close()
+
+
+async def test_error_precedence_follows_the_contract(stack):
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"c-{run}", "name": "Fay", "email": "fay@example.com", "creditLimit": "1"}})
+    await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {"productId": f"p-{run}", "name": "P", "price": "5", "stock": 0}})
+    stranger = {"userId": "stranger", "metadata": {"roles": ["customer"]}}
+    nobody = {"userId": "x", "metadata": {"roles": []}}
+
+    async def place(actor, customer_id, qty=1, product=None):
+        r = await client.send_command({"commandType": "PlaceOrder", **actor, "data": {
+            "customerId": customer_id, "items": [{"productId": product or f"p-{run}", "quantity": qty}], "shippingAddress": ADDRESS}})
+        return r["error"]["code"]
+
+    assert await place(nobody, f"c-{run}", qty=0) == "validation_error"        # before forbidden
+    assert await place(nobody, f"missing-{run}") == "forbidden"                # role alone before not_found
+    assert await place(stranger, f"missing-{run}") == "not_found"              # before ownership
+    assert await place(stranger, f"c-{run}") == "forbidden"                    # ownership before stock/credit
+    assert await place(ADMIN, f"c-{run}") == "insufficient_stock"              # before credit limit
+    await client.send_command({"commandType": "RestockProduct", **ADMIN, "data": {"productId": f"p-{run}", "quantity": 5}})
+    assert await place(ADMIN, f"c-{run}") == "credit_limit_exceeded"
