@@ -119,6 +119,14 @@ async def test_same_command_id_gives_same_reply_and_one_effect(stack):
     (json.dumps({"commandId": "m2", "commandType": "AddProduct", **ADMIN, "data": {"name": "x", "price": 2.5, "stock": 1}}).encode(), "AddProduct", "data.price"),
     (json.dumps({"commandId": "m3", "commandType": "AddProduct", **ADMIN, "data": {"name": "x", "price": "2.555", "stock": 1}}).encode(), "AddProduct", "data.price"),
     (b"x" * (1024 * 1024 + 1), "AddProduct", "body"),
+    (json.dumps({"commandId": "e1", "commandType": "RegisterCustomer", **ADMIN, "data": {"name": "x", "email": "nope", "creditLimit": "1"}}).encode(), "RegisterCustomer", "data.email"),
+    (json.dumps({"commandId": "e2", "commandType": "AddProduct", **ADMIN, "data": {"name": "x", "price": "1", "stock": -1}}).encode(), "AddProduct", "data.stock"),
+    (json.dumps({"commandId": "e3", "commandType": "PlaceOrder", **ADMIN, "data": {"customerId": "c", "shippingAddress": {"street": "a", "city": "b", "state": "c", "zip": "d"},
+                 "items": [{"productId": f"p{i}", "quantity": 1} for i in range(101)]}}).encode(), "PlaceOrder", "data.items"),
+    (json.dumps({"commandId": "e4", "commandType": "PlaceOrder", **ADMIN, "data": {"customerId": "c", "shippingAddress": {"street": "a", "city": "b", "state": "c", "zip": "d"},
+                 "items": [{"productId": "p", "quantity": 1}, {"productId": "p", "quantity": 2}]}}).encode(), "PlaceOrder", "data.items"),
+    (json.dumps({"commandId": "e5", "commandType": "AddProduct", **ADMIN, "expectedVersion": 2, "data": {"name": "x", "price": "1", "stock": 1}}).encode(), "AddProduct", "expectedVersion"),
+    (json.dumps({"commandId": "e6", "commandType": "AddProduct", **ADMIN, "data": {"name": "x", "price": "0", "stock": 1}}).encode(), "AddProduct", "data.price"),
 ])
 async def test_bad_input_gets_validation_error_and_changes_nothing(stack, body, routing_key, field):
     before = await _count(stack["dsn"], "SELECT count(*) FROM events")
