@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: install up down status demo test test-unit migrate clean
+.PHONY: install up down status demo test test-unit migrate clean bench
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -32,3 +32,6 @@ migrate: install
 
 clean: down
 	rm -rf .run
+
+bench: install       ## measure the system against its raw baselines (about 3 minutes)
+	scripts/with-mongo.sh $(UV) run --frozen python bench/bench.py $(BENCH_ARGS)

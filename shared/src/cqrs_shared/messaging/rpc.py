@@ -83,7 +83,9 @@ class RpcClient:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[corr] = fut
         ex = self._commands if exchange == COMMANDS_EXCHANGE else self._queries
-        if exchange not in (COMMANDS_EXCHANGE, QUERIES_EXCHANGE):
+        if exchange == "":
+            ex = self._channel.default_exchange
+        elif exchange not in (COMMANDS_EXCHANGE, QUERIES_EXCHANGE):
             ex = await self._channel.get_exchange(exchange, ensure=False)
         try:
             await ex.publish(
