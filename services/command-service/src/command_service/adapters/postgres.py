@@ -27,6 +27,22 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncp
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init)
 
 
+async def _audit(conn: asyncpg.Connection | asyncpg.Pool, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
+    request = request or {}
+    meta = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+    roles = [r for r in meta.get("roles", []) if isinstance(r, str)] if isinstance(meta.get("roles"), list) else []
+
+    def text(key: str) -> str | None:
+        v = request.get(key)
+        return v[:200] if isinstance(v, str) else None
+
+    await conn.execute(
+        "INSERT INTO command_audit (command_id, command_type, user_id, roles, aggregate_id, status, error_code, "
+        "request, reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        reply.get("commandId"), text("commandType"), text("userId"), roles, reply.get("aggregateId"),
+        reply["status"], (reply.get("error") or {}).get("code"), request or None, reply)
+
+
 class PgTx(Tx):
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -121,6 +137,9 @@ class PgTx(Tx):
         except asyncpg.exceptions.UniqueViolationError:
             raise ReplyExists(command_id) from None
 
+    async def audit(self, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
+        await _audit(self.conn, request, reply)
+
 
 class PgCommandStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -139,28 +158,22 @@ class PgCommandStore:
                     return await work(PgTx(conn))
         raise AssertionError("unreachable")
 
-    async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any]) -> dict[str, Any]:
-        stored = await self.pool.fetchval(
-            "WITH ins AS (INSERT INTO command_replies (command_id, command_type, reply) VALUES ($1, $2, $3) "
-            "ON CONFLICT (command_id) DO NOTHING RETURNING reply) "
-            "SELECT reply FROM ins UNION ALL SELECT reply FROM command_replies WHERE command_id = $1 LIMIT 1",
-            command_id, command_type, reply)
-        if stored is None:  # a concurrent insert committed after this statement's snapshot
-            stored = await self.stored_reply(command_id)
+    async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any],
+                         request: dict[str, Any] | None) -> dict[str, Any]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            stored = await conn.fetchval(
+                "WITH ins AS (INSERT INTO command_replies (command_id, command_type, reply) VALUES ($1, $2, $3) "
+                "ON CONFLICT (command_id) DO NOTHING RETURNING reply) "
+                "SELECT reply FROM ins UNION ALL SELECT reply FROM command_replies WHERE command_id = $1 LIMIT 1",
+                command_id, command_type, reply)
+            if stored is None:  # a concurrent insert committed after this statement's snapshot
+                stored = await conn.fetchval("SELECT reply FROM command_replies WHERE command_id = $1", command_id)
+            await _audit(conn, request, stored)
         return stored
 
 
     async def audit(self, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
-        meta = (request or {}).get("metadata") if isinstance((request or {}).get("metadata"), dict) else {}
-        roles = [r for r in (meta.get("roles") or []) if isinstance(r, str)] if isinstance(meta.get("roles"), list) else []
-        def text(key: str) -> str | None:
-            v = (request or {}).get(key)
-            return v[:200] if isinstance(v, str) else None
-        await self.pool.execute(
-            "INSERT INTO command_audit (command_id, command_type, user_id, roles, aggregate_id, status, error_code, "
-            "request, reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            reply.get("commandId"), text("commandType"), text("userId"), roles, reply.get("aggregateId"),
-            reply["status"], (reply.get("error") or {}).get("code"), request, reply)
+        await _audit(self.pool, request, reply)
 
 
 def apply_migrations(dsn: str) -> list[str]:

@@ -31,6 +31,7 @@ class Tx(Protocol):
     async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any]) -> None:
         """Raises ReplyExists when a reply for command_id is already stored."""
         ...
+    async def audit(self, request: dict[str, Any] | None, reply: dict[str, Any]) -> None: ...
 
 
 class ReplyExists(Exception):
@@ -42,8 +43,10 @@ class CommandStore(Protocol):
     async def in_transaction(self, work: Callable[[Tx], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """Runs `work` in one transaction, retrying on deadlocks and serialization failures."""
         ...
-    async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any]) -> dict[str, Any]:
-        """Stores the reply unless one exists; returns the stored one."""
+    async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any],
+                         request: dict[str, Any] | None) -> dict[str, Any]:
+        """Stores the reply unless one exists, and audits `request` with the reply it gets,
+        in one transaction; returns the stored reply."""
         ...
     async def audit(self, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
         """Records a command received and its outcome."""

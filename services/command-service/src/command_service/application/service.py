@@ -71,11 +71,16 @@ class CommandService:
     async def handle(self, body: bytes, routing_key: str, content_type: str | None = None) -> dict[str, Any]:
         """Returns the reply for one request, and records it in the audit trail. Never
         raises for bad input."""
-        reply = await self._handle(body, routing_key, content_type)
-        await self._store.audit(_request_for_audit(body), reply)
+        request = _request_for_audit(body)
+        reply, audited = await self._handle(body, request, routing_key, content_type)
+        if not audited:
+            await self._store.audit(request, reply)
         return reply
 
-    async def _handle(self, body: bytes, routing_key: str, content_type: str | None) -> dict[str, Any]:
+    async def _handle(self, body: bytes, request: dict[str, Any] | None, routing_key: str,
+                      content_type: str | None) -> tuple[dict[str, Any], bool]:
+        """The reply, and whether its audit row was already written (in the same
+        transaction as the stored reply, which saves a commit per command)."""
         command_id: str | None = None
         try:
             if content_type and content_type.split(";")[0].strip().lower() != "application/json":
@@ -84,10 +89,10 @@ class CommandService:
             cmd, data = self._parse(body, routing_key)
             command_id = cmd.commandId
         except _Invalid as exc:
-            return await self._reply_invalid(body, exc)
+            return await self._reply_invalid(body, request, exc)
         stored = await self._store.stored_reply(command_id)
         if stored is not None:
-            return stored
+            return stored, False
         handler = self._handlers[cmd.commandType]
         actor = Actor(cmd.userId, frozenset(cmd.metadata.roles))
 
@@ -102,15 +107,16 @@ class CommandService:
                      "aggregateId": events[-1].aggregate_id, "version": events[-1].version,
                      "position": last, "error": None}
             await tx.save_reply(cmd.commandId, cmd.commandType, reply)
+            await tx.audit(request, reply)
             return reply
 
         try:
-            return await self._store.in_transaction(work)
+            return await self._store.in_transaction(work), True
         except ReplyExists:
-            return await self._store.stored_reply(command_id)  # a concurrent twin won
+            return await self._store.stored_reply(command_id), False  # a concurrent twin won
         except DomainError as exc:
             reply = rejected(command_id, exc.code, exc.message, exc.details, self._target_id(cmd, data))
-            return await self._store.save_reply(command_id, cmd.commandType, reply)
+            return await self._store.save_reply(command_id, cmd.commandType, reply, request), True
 
     # -- parsing -------------------------------------------------------------------------
 
@@ -144,7 +150,8 @@ class CommandService:
                            [{"field": "expectedVersion", "message": "must be 0 for a new aggregate"}])
         return cmd, data
 
-    async def _reply_invalid(self, body: bytes, exc: _Invalid) -> dict[str, Any]:
+    async def _reply_invalid(self, body: bytes, request: dict[str, Any] | None,
+                             exc: _Invalid) -> tuple[dict[str, Any], bool]:
         command_id, command_type = None, None
         try:
             raw = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
@@ -155,9 +162,9 @@ class CommandService:
             pass
         reply = rejected(command_id, VALIDATION_ERROR, exc.message, exc.details, exc.aggregate_id)
         if command_id is None:
-            return reply
+            return reply, False
         # the contract stores the first reply to a commandId, whatever it was
-        return await self._store.save_reply(command_id, command_type, reply)
+        return await self._store.save_reply(command_id, command_type, reply, request), True
 
     @staticmethod
     def _target_id(cmd: CommandEnvelope, data: Any) -> str | None:
