@@ -325,3 +325,19 @@ async def test_error_precedence_follows_the_contract(stack):
     assert await place(ADMIN, f"c-{run}") == "insufficient_stock"              # before credit limit
     await client.send_command({"commandType": "RestockProduct", **ADMIN, "data": {"productId": f"p-{run}", "quantity": 5}})
     assert await place(ADMIN, f"c-{run}") == "credit_limit_exceeded"
+
+
+async def test_command_past_its_deadline_gets_unavailable_and_is_not_executed(stack):
+    from datetime import datetime, timedelta, timezone
+
+    run = uuid.uuid4().hex[:8]
+    past = (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
+    body = json.dumps({"commandId": f"d-{run}", "commandType": "AddProduct", **ADMIN,
+                       "data": {"productId": f"p-{run}", "name": "Late", "price": "1", "stock": 1}}).encode()
+    reply = await stack["client"].call_raw("cqrs.commands", "AddProduct", body, headers={"x-deadline": past})
+    assert reply["status"] == "rejected" and reply["error"]["code"] == "unavailable"
+    assert reply["commandId"] == f"d-{run}"
+    assert await _count(stack["dsn"], "SELECT count(*) FROM products WHERE id=$1", f"p-{run}") == 0
+    # not executed, so not stored either: the same commandId can be sent again
+    again = await stack["client"].call_raw("cqrs.commands", "AddProduct", body)
+    assert again["status"] == "accepted"

@@ -16,6 +16,8 @@ FORBIDDEN = "forbidden"
 DUPLICATE = "duplicate"
 INTERNAL_ERROR = "internal_error"
 STALE = "stale"
+# not executed: the request's x-deadline passed before it was taken (see docs/protocol.md)
+UNAVAILABLE = "unavailable"
 
 
 def field_path(loc: tuple[Any, ...], prefix: str = "") -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +41,22 @@ def original_routing_key(message: AbstractIncomingMessage) -> str:
     return rk.decode() if isinstance(rk, bytes) else str(rk)
 
 
+def deadline_passed(message: AbstractIncomingMessage) -> bool:
+    """True when the request carries an `x-deadline` header (ISO 8601 UTC) that has passed."""
+    raw = (message.headers or {}).get("x-deadline")
+    if raw is None:
+        return False
+    if isinstance(raw, bytes):
+        raw = raw.decode(errors="replace")
+    try:
+        deadline = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if deadline.tzinfo is None:
+        deadline = deadline.replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc) > deadline
+
+
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 GiveUp = Callable[[AbstractIncomingMessage, BaseException], Awaitable[None]]
 
@@ -55,6 +72,7 @@ class QueueConsumer:
         prefetch: int = 64,
         key_of: Callable[[AbstractIncomingMessage], str | None] | None = None,
         on_give_up: GiveUp | None = None,
+        on_deadline: Callable[[AbstractIncomingMessage], Awaitable[None]] | None = None,
     ) -> None:
         self._connection = connection
         self._spec = spec
@@ -63,6 +81,7 @@ class QueueConsumer:
         self._prefetch = prefetch
         self._key_of = key_of
         self._on_give_up = on_give_up
+        self._on_deadline = on_deadline
         self._tails: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._channel: AbstractRobustChannel | None = None
@@ -120,6 +139,13 @@ class QueueConsumer:
                 del self._tails[key]
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
+        if self._on_deadline is not None and deadline_passed(message):
+            # a request past its deadline is not executed; its client gets a clear answer
+            try:
+                await self._on_deadline(message)
+            finally:
+                await message.ack()
+            return
         try:
             await self._handler(message)
         except PermanentFailure as exc:

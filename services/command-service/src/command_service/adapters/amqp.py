@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from command_service.application.service import CommandService, rejected
-from cqrs_shared.contracts.errors import INTERNAL_ERROR
+from cqrs_shared.contracts.errors import INTERNAL_ERROR, UNAVAILABLE
 from cqrs_shared.messaging.consumer import QueueConsumer, original_routing_key
 from cqrs_shared.topology import COMMAND_QUEUE
+
+
+
+def _command_id(message: AbstractIncomingMessage) -> str | None:
+    try:
+        value = json.loads(message.body).get("commandId")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def command_consumer(connection: AbstractRobustConnection, service: CommandService, *, prefetch: int) -> QueueConsumer:
@@ -18,8 +29,14 @@ def command_consumer(connection: AbstractRobustConnection, service: CommandServi
         await consumer.reply(message, reply)
 
     async def give_up(message: AbstractIncomingMessage, exc: BaseException) -> None:
-        await consumer.reply(message, rejected(None, INTERNAL_ERROR, "the command could not be processed; it was dead-lettered"))
+        await consumer.reply(message, rejected(
+            _command_id(message), INTERNAL_ERROR, "the command could not be processed; it was dead-lettered"))
+
+    async def past_deadline(message: AbstractIncomingMessage) -> None:
+        await consumer.reply(message, rejected(
+            _command_id(message), UNAVAILABLE,
+            "the request's deadline (x-deadline) passed before it could be processed; it was not executed"))
 
     consumer = QueueConsumer(connection, COMMAND_QUEUE, handle, service="command-service",
-                             prefetch=prefetch, on_give_up=give_up)
+                             prefetch=prefetch, on_give_up=give_up, on_deadline=past_deadline)
     return consumer
