@@ -105,6 +105,21 @@ async def test_command_to_view_to_query_across_three_processes(client):
     assert view["history"] == [{"status": "placed", "at": view["placedAt"], "by": f"c-{run}"}]
 
 
+async def test_command_service_logs_are_json_lines_with_correlation(services, client):
+    import json
+
+    run = uuid.uuid4().hex[:8]
+    reply = await client.send_command({"commandType": "AddProduct", "userId": "admin-e2e",
+                                       "metadata": {"roles": ["admin"], "correlationId": f"corr-{run}"},
+                                       "data": {"productId": f"log-{run}", "name": "Log", "price": "1", "stock": 1}})
+    await asyncio.sleep(0.2)
+    lines = [json.loads(x) for x in services["command-service"].log.read_text().splitlines() if x.startswith("{")]
+    mine = [x for x in lines if x.get("commandId") == reply["commandId"]]
+    assert mine, "no log line carries the commandId"
+    assert all(x["correlationId"] == f"corr-{run}" and x["service"] == "command-service" for x in mine)
+    assert any(x.get("status") == "accepted" for x in mine)
+
+
 async def _unpublished(dsn):
     conn = await asyncpg.connect(dsn)
     try:

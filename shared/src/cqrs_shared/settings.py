@@ -20,3 +20,4 @@ class CommonSettings(BaseSettings):
     mongo_db: str = "cqrs_views"
     instance: str = f"{socket.gethostname()}-{os.getpid()}"
     prefetch: int = 64
+    log_level: str = "INFO"

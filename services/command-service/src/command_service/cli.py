@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import typer
+
+from cqrs_shared import logs
 
 from command_service.config import CommandSettings
 
@@ -17,8 +18,9 @@ def serve() -> None:
     """Consume commands, run the outbox relay."""
     from command_service.wiring import App
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(App(CommandSettings()).serve_until_signal())
+    settings = CommandSettings()
+    logs.configure("command-service", settings.instance, settings.log_level)
+    asyncio.run(App(settings).serve_until_signal())
 
 
 @app.command()

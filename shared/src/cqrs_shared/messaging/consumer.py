@@ -22,6 +22,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
+from cqrs_shared import logs
 from cqrs_shared.messaging.rpc import send_reply
 from cqrs_shared.messaging.topology import declare_consumed_queue
 from cqrs_shared.timeutil import iso_ms, utcnow
@@ -139,6 +140,8 @@ class QueueConsumer:
                 del self._tails[key]
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
+        logs.bind(messageId=message.message_id, routingKey=original_routing_key(message),
+                  amqpCorrelationId=message.correlation_id)
         if self._on_deadline is not None and deadline_passed(message):
             # a request past its deadline is not executed; its client gets a clear answer
             try:

@@ -4,6 +4,7 @@ rules in one transaction that also appends the events (the outbox), store the re
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -14,11 +15,14 @@ from pydantic import ValidationError
 from command_service.application.ports import CommandStore, ReplyExists, Tx
 from command_service.domain import model
 from command_service.domain.model import Actor, Customer, DomainError, NewEvent, Product
+from cqrs_shared import logs
 from cqrs_shared.contracts import commands as c
 from cqrs_shared.contracts.envelopes import MAX_BODY_BYTES, CommandEnvelope
 from cqrs_shared.contracts.errors import VALIDATION_ERROR, details_from, error_body
 from cqrs_shared.money import parse_money
 from cqrs_shared.timeutil import iso_ms
+
+log = logging.getLogger("command_service")
 
 CREATING = {"RegisterCustomer", "AddProduct", "PlaceOrder"}
 
@@ -75,6 +79,10 @@ class CommandService:
         reply, audited = await self._handle(body, request, routing_key, content_type)
         if not audited:
             await self._store.audit(request, reply)
+        error = reply.get("error") or {}
+        log.info("command %s", reply["status"], extra={"status": reply["status"], "errorCode": error.get("code"),
+                                                        "aggregateId": reply.get("aggregateId"),
+                                                        "position": reply.get("position")})
         return reply
 
     async def _handle(self, body: bytes, request: dict[str, Any] | None, routing_key: str,
@@ -88,6 +96,8 @@ class CommandService:
                                [{"field": "content_type", "message": "must be application/json"}])
             cmd, data = self._parse(body, routing_key)
             command_id = cmd.commandId
+            logs.bind(commandId=cmd.commandId, commandType=cmd.commandType, userId=cmd.userId,
+                      correlationId=cmd.metadata.correlationId or cmd.commandId, causationId=cmd.commandId)
         except _Invalid as exc:
             return await self._reply_invalid(body, request, exc)
         stored = await self._store.stored_reply(command_id)
