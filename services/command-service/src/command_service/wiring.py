@@ -7,14 +7,13 @@ import logging
 import signal
 from dataclasses import dataclass
 
-import aio_pika
-
 from command_service.adapters.amqp import command_consumer
 from command_service.adapters.postgres import PgCommandStore, create_pool
 from command_service.adapters.relay import OutboxRelay
 from command_service.adapters.replay import replay_consumer
 from command_service.application.service import CommandService
 from command_service.config import CommandSettings
+from cqrs_shared.messaging.connection import connect
 
 log = logging.getLogger("command_service")
 
@@ -40,7 +39,7 @@ class App:
     async def run(self) -> None:
         s = self.settings
         pool = await create_pool(s.postgres_dsn, s.pg_pool_min, s.pg_pool_max)
-        connection = await aio_pika.connect_robust(s.amqp_url)
+        connection = await connect(s.amqp_url, name=f"command-service {s.instance}")
         service = CommandService(store=PgCommandStore(pool))
         consumer = command_consumer(connection, service, prefetch=s.prefetch)
         relay = OutboxRelay(dsn=s.postgres_dsn, amqp=connection, batch=s.relay_batch,
