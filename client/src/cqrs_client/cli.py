@@ -1,0 +1,198 @@
+"""cqrsctl: send commands, run queries and tail events from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from .client import DEFAULT_AMQP_URL, EVENTS_EXCHANGE, CqrsClient, _safe
+from .errors import BrokerUnavailable, CqrsError, ReplyError, RequestTimeout, ServiceUnavailable
+
+app = typer.Typer(help="Client for the CQRS order system (commands, queries, live events).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+events_app = typer.Typer(help="Watch events on cqrs.events.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_REJECTED = 1
+EXIT_BROKER = 2
+
+AmqpUrl = typer.Option(DEFAULT_AMQP_URL, "--amqp-url", envvar="AMQP_URL", help="RabbitMQ URL (env AMQP_URL).")
+AsJson = typer.Option(False, "--json", help="Print the raw reply as one JSON line (for scripts).")
+
+
+def _quiet_libraries() -> None:
+    for name in ("aio_pika", "aiormq", "pamqp"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    logging.getLogger().addHandler(logging.NullHandler())
+
+
+def _print(obj: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    else:
+        out.print_json(data=obj)
+
+
+def _run(coro: Any, amqp_url: str, as_json: bool) -> None:
+    """Runs one client call; maps failures to one-line messages and exit codes."""
+    _quiet_libraries()
+    try:
+        result = asyncio.run(coro)
+    except BrokerUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc}. Is RabbitMQ running? Set --amqp-url or AMQP_URL.", soft_wrap=True)
+        raise typer.Exit(EXIT_BROKER)
+    except (RequestTimeout, ServiceUnavailable) as exc:
+        err.print(f"[red]error:[/red] {exc} (is the service running on {_safe(amqp_url)}?)", soft_wrap=True)
+        raise typer.Exit(EXIT_BROKER)
+    except ReplyError as exc:
+        if as_json:
+            _print(exc.reply, True)
+        else:
+            e = exc.error
+            err.print(f"[red]{e.get('code', exc.code)}[/red]: {e.get('message', '')}", soft_wrap=True)
+            for d in exc.details:
+                err.print(f"  {d.get('field', '')}: {d.get('message', '')}", soft_wrap=True)
+        raise typer.Exit(EXIT_REJECTED)
+    except CqrsError as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_REJECTED)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    if result is not None:
+        _print(result, as_json)
+
+
+def _load_data(data: str) -> dict[str, Any]:
+    try:
+        text = Path(data[1:]).read_text() if data.startswith("@") else data
+        obj = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"not JSON or unreadable: {exc}", param_hint="--data")
+    if not isinstance(obj, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="--data")
+    return obj
+
+
+def _parse_value(v: str) -> Any:
+    """k=v: v is taken as JSON when it parses (numbers, true/false, null), else as a string."""
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
+@app.command()
+def command(
+    command_type: str = typer.Argument(..., help="e.g. PlaceOrder"),
+    data: str = typer.Option(..., "--data", "-d", help="JSON object, or @file.json"),
+    user_id: str = typer.Option(..., "--user-id", "-u", help="userId of the envelope"),
+    role: list[str] = typer.Option([], "--role", "-r", help="role (repeatable): admin, customer"),
+    expected_version: Optional[int] = typer.Option(None, "--expected-version"),
+    command_id: Optional[str] = typer.Option(None, "--command-id", help="idempotency key (default: a new UUID)"),
+    timeout: float = typer.Option(10.0, "--timeout"),
+    no_validate: bool = typer.Option(False, "--no-validate", help="send without checking data locally"),
+    amqp_url: str = AmqpUrl,
+    as_json: bool = AsJson,
+) -> None:
+    """Send a command; prints the reply. Exit 1 when rejected, 2 when the broker/service is unreachable."""
+    payload = _load_data(data)
+
+    async def go() -> dict[str, Any]:
+        from .client import validate_command
+        if not no_validate:
+            validate_command(command_type, payload)  # before connecting: fails fast offline
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            return await c.send(command_type, payload, user_id=user_id, roles=role, expected_version=expected_version,
+                                command_id=command_id, timeout=timeout, validate=False)
+
+    _run(go(), amqp_url, as_json)
+
+
+@app.command()
+def query(
+    query_type: str = typer.Argument(..., help="e.g. GetOrderDetails"),
+    param: list[str] = typer.Option([], "--param", "-p", help="k=v (repeatable); v parsed as JSON when possible"),
+    min_position: Optional[int] = typer.Option(None, "--min-position"),
+    max_wait_ms: Optional[int] = typer.Option(None, "--max-wait-ms"),
+    timeout: Optional[float] = typer.Option(None, "--timeout"),
+    amqp_url: str = AmqpUrl,
+    as_json: bool = AsJson,
+) -> None:
+    """Run a query; prints the reply (result and position)."""
+    params: dict[str, Any] = {}
+    for p in param:
+        if "=" not in p:
+            raise typer.BadParameter(f"{p!r} is not k=v", param_hint="--param")
+        k, v = p.split("=", 1)
+        params[k] = _parse_value(v)
+
+    async def go() -> dict[str, Any]:
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            return await c.query(query_type, params, min_position=min_position, max_wait_ms=max_wait_ms,
+                                 timeout=timeout)
+
+    _run(go(), amqp_url, as_json)
+
+
+@events_app.command("tail")
+def events_tail(
+    pattern: list[str] = typer.Option(["#"], "--pattern", help="topic binding, e.g. order.* (repeatable)"),
+    count: Optional[int] = typer.Option(None, "--count", "-n", help="stop after N events"),
+    amqp_url: str = AmqpUrl,
+    as_json: bool = AsJson,
+) -> None:
+    """Print events live from cqrs.events (an exclusive, auto-deleted queue of its own)."""
+
+    async def go() -> None:
+        import aio_pika
+
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            ch = await c.connection.channel()
+            ex = await ch.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+            q = await ch.declare_queue("", exclusive=True, auto_delete=True)
+            for pat in pattern:
+                await q.bind(ex, pat)
+            if not as_json:
+                err.print(f"listening on {EVENTS_EXCHANGE} ({', '.join(pattern)}); Ctrl-C to stop")
+            else:  # lets scripts know the binding exists
+                sys.stderr.write("ready\n")
+                sys.stderr.flush()
+            seen = 0
+            async with q.iterator() as it:
+                async for msg in it:
+                    async with msg.process():
+                        try:
+                            ev = json.loads(msg.body)
+                        except ValueError:
+                            ev = {"raw": msg.body.decode(errors="replace")}
+                    if as_json:
+                        _print(ev, True)
+                    else:
+                        out.print(f"[bold]{msg.routing_key}[/bold] pos={ev.get('position')} "
+                                  f"{ev.get('aggregateId')} v{ev.get('version')} {ev.get('timestamp')}")
+                        out.print_json(data=ev.get("data"))
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+
+    _run(go(), amqp_url, as_json)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,212 @@
+"""Async client: many requests in flight on one channel, replies on direct reply-to."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import aio_pika
+import aio_pika.exceptions
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from pydantic import ValidationError
+
+from cqrs_shared.contracts.commands import COMMANDS
+from cqrs_shared.contracts.errors import details_from
+
+from .errors import BrokerUnavailable, ServiceUnavailable, RequestTimeout, ValidationFailed, error_from_reply
+
+COMMANDS_EXCHANGE = "cqrs.commands"
+QUERIES_EXCHANGE = "cqrs.queries"
+EVENTS_EXCHANGE = "cqrs.events"
+REPLY_TO = "amq.rabbitmq.reply-to"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def validate_command(command_type: str, data: dict[str, Any]) -> None:
+    """Raises ValidationFailed (reply None, `local_details` set) when `data` breaks the contract."""
+    model = COMMANDS.get(command_type)
+    if model is None:
+        details = [{"field": "commandType", "message": f"unknown command type {command_type!r}"}]
+    else:
+        try:
+            model.model_validate(data)
+            return
+        except ValidationError as e:
+            details = details_from(e, "data")
+    raise ValidationFailed(
+        "validation_error: " + "; ".join(f"{d['field']}: {d['message']}" for d in details),
+        {"commandId": None, "status": "rejected", "aggregateId": None, "version": None, "position": None,
+         "error": {"code": "validation_error", "message": "invalid command (checked by the client, not sent)",
+                   "details": details}})
+
+
+class CqrsClient:
+    """Use `await CqrsClient.connect(url)` or `async with CqrsClient(url) as c:`.
+
+    The connection is robust (reconnects); replies come back on `amq.rabbitmq.reply-to` and
+    are matched to futures by correlation id, so any number of calls share one channel.
+    """
+
+    def __init__(self, amqp_url: str = DEFAULT_AMQP_URL, *, client_id: str = "cqrs-client",
+                 connect_timeout: float = 10.0) -> None:
+        self.amqp_url = amqp_url
+        self.client_id = client_id
+        self.connect_timeout = connect_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._exchanges: dict[str, Any] = {}
+
+    @classmethod
+    async def connect(cls, amqp_url: str = DEFAULT_AMQP_URL, **kw: Any) -> "CqrsClient":
+        c = cls(amqp_url, **kw)
+        await c.start()
+        return c
+
+    async def __aenter__(self) -> "CqrsClient":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        try:
+            self._connection = await asyncio.wait_for(aio_pika.connect_robust(self.amqp_url), self.connect_timeout)
+        except Exception as exc:  # refused, DNS, auth, vhost, timeout: all mean "cannot use the broker"
+            raise BrokerUnavailable(f"cannot reach RabbitMQ at {_safe(self.amqp_url)}: {exc or type(exc).__name__}") from exc
+        await self._open_channel()
+
+    async def _open_channel(self) -> AbstractChannel:
+        assert self._connection is not None, "not connected"
+        channel = await self._connection.channel()
+        reply_queue = await channel.get_queue(REPLY_TO, ensure=False)
+        await reply_queue.consume(self._on_reply, no_ack=True)
+        # get_queue(ensure=False) is not restored by the robust channel: consume again after
+        # every reopen (reconnection), or replies would never arrive
+        reopen = getattr(channel, "reopen_callbacks", None)
+        if reopen is not None:
+            reopen.add(self._on_channel_reopen)
+        self._channel, self._exchanges = channel, {}
+        return channel
+
+    async def _on_channel_reopen(self, channel: Any, *args: Any) -> None:
+        if channel is not self._channel:
+            return
+        reply_queue = await channel.get_queue(REPLY_TO, ensure=False)
+        await reply_queue.consume(self._on_reply, no_ack=True)
+
+    async def close(self) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        self._pending.clear()
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        assert self._connection is not None, "not connected"
+        return self._connection
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        fut = self._pending.pop(message.correlation_id or "", None)
+        if fut is None or fut.done():
+            return
+        try:
+            fut.set_result(json.loads(message.body))
+        except ValueError as exc:
+            fut.set_exception(exc)
+
+    async def call(self, exchange: str, routing_key: str, body: dict[str, Any], *, timeout: float,
+                   headers: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Publishes one request and waits for its reply (raw dict, whatever its status)."""
+        if self._connection is None:
+            raise RuntimeError("client not started")
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            # the broker closed it (e.g. a publish to an exchange that does not exist yet)
+            channel = await self._open_channel()
+        corr = uuid.uuid4().hex
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[corr] = fut
+        try:
+            ex = self._exchanges.get(exchange)
+            if ex is None:
+                ex = (channel.default_exchange if exchange == ""
+                      else await channel.get_exchange(exchange, ensure=False))
+                self._exchanges[exchange] = ex
+            await ex.publish(
+                aio_pika.Message(body=_dumps(body), content_type="application/json", correlation_id=corr,
+                                 reply_to=REPLY_TO, headers=headers or {},
+                                 delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
+                routing_key=routing_key, mandatory=False,
+            )
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError as exc:
+            raise RequestTimeout(f"no reply to {routing_key} within {timeout}s") from exc
+        except aio_pika.exceptions.ChannelClosed as exc:  # NOT_FOUND: the exchange is not declared
+            self._channel = None
+            raise ServiceUnavailable(f"cannot publish to {exchange!r}: {exc} (has the service ever started "
+                                     "on this vhost?)") from exc
+        finally:
+            self._pending.pop(corr, None)
+
+    async def send(self, command_type: str, data: dict[str, Any], *, user_id: str, roles: list[str] | tuple[str, ...] = (),
+                   expected_version: int | None = None, command_id: str | None = None,
+                   correlation_id: str | None = None, timeout: float = 10.0,
+                   validate: bool = True) -> dict[str, Any]:
+        """Sends a command; returns the accepted reply or raises the error's typed exception."""
+        if validate:
+            validate_command(command_type, data)
+        metadata: dict[str, Any] = {"clientId": self.client_id, "roles": list(roles)}
+        if correlation_id:
+            metadata["correlationId"] = correlation_id
+        body: dict[str, Any] = {"commandId": command_id or str(uuid.uuid4()), "commandType": command_type,
+                                "timestamp": _now(), "userId": user_id, "data": data, "metadata": metadata}
+        if expected_version is not None:
+            body["expectedVersion"] = expected_version
+        reply = await self.call(COMMANDS_EXCHANGE, command_type, body, timeout=timeout)
+        if reply.get("status") != "accepted":
+            raise error_from_reply(reply)
+        return reply
+
+    async def query(self, query_type: str, parameters: dict[str, Any] | None = None, *,
+                    min_position: int | None = None, max_wait_ms: int | None = None,
+                    timeout: float | None = None, query_id: str | None = None) -> dict[str, Any]:
+        """Runs a query; returns the ok reply ({"result", "position", ...}) or raises."""
+        body: dict[str, Any] = {"queryId": query_id or str(uuid.uuid4()), "queryType": query_type,
+                                "parameters": parameters or {}}
+        if min_position is not None:
+            body["minPosition"] = min_position
+        if max_wait_ms is not None:
+            body["maxWaitMs"] = max_wait_ms
+        if timeout is None:  # the service may wait up to maxWaitMs before answering
+            timeout = (max_wait_ms if max_wait_ms is not None else 5000) / 1000 + 10
+        reply = await self.call(QUERIES_EXCHANGE, query_type, body, timeout=timeout)
+        if reply.get("status") != "ok":
+            raise error_from_reply(reply)
+        return reply
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(url)
+    if u.password:
+        netloc = f"{u.username}:***@{u.hostname}" + (f":{u.port}" if u.port else "")
+        return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+    return url
