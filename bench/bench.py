@@ -307,7 +307,7 @@ async def main(args: argparse.Namespace) -> int:
     s = args.seconds
     r: dict = {"run": run, "seconds_per_phase": s, "machine": {"cpus": os.cpu_count()}, "baseline": {}}
     services = Services({**os.environ, "AMQP_URL": vhost_url, "POSTGRES_DSN": dsn, "MONGO_URL": mongo,
-                         "MONGO_DB": mongo_db, "PG_POOL_MAX": "16"}, RESULTS)
+                         "MONGO_DB": mongo_db, "PG_POOL_MAX": "16", "HEALTH_PORT": "0"}, RESULTS)
     try:
         with console.status("baselines") as st:
             st.update("baseline: aio-pika echo RPC c=1")

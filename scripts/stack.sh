@@ -54,9 +54,11 @@ ensure_infra() {
   fi
 }
 
+declare -A HEALTH=([command-service]=8081 [projector-service]=8082 [query-service]=8083)
+
 start_service() {
   local name=$1
-  nohup ".venv/bin/$name" serve > "$RUN/$name.log" 2>&1 &
+  HEALTH_PORT="${HEALTH[$name]}" nohup ".venv/bin/$name" serve > "$RUN/$name.log" 2>&1 &
   echo $! > "$RUN/$name.pid"
 }
 
@@ -74,7 +76,7 @@ up() {
       sleep 0.2
     done
     grep -q "$s ready" "$RUN/$s.log" || { echo "$s not ready after 30 s:"; tail -20 "$RUN/$s.log"; exit 1; }
-    echo "$s ready (pid $(cat "$RUN/$s.pid"), log $RUN/$s.log)"
+    echo "$s ready (pid $(cat "$RUN/$s.pid"), log $RUN/$s.log, health http://127.0.0.1:${HEALTH[$s]}/readyz)"
   done
 }
 

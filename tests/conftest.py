@@ -19,6 +19,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+# every service started by a test (in-process or as a process) serves health on a free port
+os.environ["HEALTH_PORT"] = "0"
+
 DEFAULTS = {
     "AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
     "POSTGRES_DSN": "postgresql://postgres@127.0.0.1:5432/postgres",

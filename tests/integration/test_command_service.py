@@ -36,7 +36,7 @@ async def stack(rabbit_vhost_url, pg_dsn):
             await asyncio.sleep(0.05)
     q = await ch.declare_queue("", exclusive=True)
     await q.bind(ex, "#")
-    yield {"client": client, "events": q, "dsn": pg_dsn}
+    yield {"client": client, "events": q, "dsn": pg_dsn, "app": app}
     await client.close()
     await conn.close()
     app.stop()
@@ -341,3 +341,20 @@ async def test_command_past_its_deadline_gets_unavailable_and_is_not_executed(st
     # not executed, so not stored either: the same commandId can be sent again
     again = await stack["client"].call_raw("cqrs.commands", "AddProduct", body)
     assert again["status"] == "accepted"
+
+
+async def test_health_endpoints_report_ready_and_metrics(stack):
+    app = stack["app"]
+    port = app.health.port
+
+    async def get(path):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        return int(data.split(b" ")[1]), data
+
+    assert (await get("/livez"))[0] == 200
+    status, body = await get("/readyz")
+    assert status == 200, body
+    assert (await get("/metrics"))[0] == 200

@@ -21,3 +21,5 @@ class CommonSettings(BaseSettings):
     instance: str = f"{socket.gethostname()}-{os.getpid()}"
     prefetch: int = 64
     log_level: str = "INFO"
+    # liveness, readiness and metrics over HTTP; 0 picks a free port (tests), -1 disables
+    health_port: int = 8080

@@ -13,6 +13,7 @@ from command_service.adapters.relay import OutboxRelay
 from command_service.adapters.replay import replay_consumer
 from command_service.application.service import CommandService
 from command_service.config import CommandSettings
+from cqrs_shared.health import HealthServer
 from cqrs_shared.messaging.connection import connect
 
 log = logging.getLogger("command_service")
@@ -24,6 +25,7 @@ class App:
 
     def __post_init__(self) -> None:
         self._stop: asyncio.Event | None = None
+        self.health: HealthServer | None = None
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -46,6 +48,15 @@ class App:
                             poll_seconds=s.relay_poll_seconds, crash_after_publish=s.relay_crash_after_publish)
         stop = self._stop = asyncio.Event()
         replayer = replay_consumer(connection, pool)
+
+        async def db_ready() -> bool:
+            return await pool.fetchval("SELECT 1") == 1
+
+        health = HealthServer(s.health_port, {"amqp": lambda: not connection.is_closed, "postgres": db_ready,
+                                              "relay": lambda: relay.healthy})
+        self.health = health
+        if s.health_port >= 0:
+            await health.start()
         await consumer.start()
         await replayer.start()
         if s.relay_enabled:
@@ -53,6 +64,8 @@ class App:
         log.info("command-service ready (instance %s)", s.instance)
         await stop.wait()
         log.info("command-service stopping")
+        if s.health_port >= 0:
+            await health.stop()
         await consumer.stop()
         await replayer.stop()
         await relay.stop()

@@ -41,6 +41,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.is_leader = False
+        self.healthy = True  # False while the relay loop is failing (database or broker down)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -59,6 +60,7 @@ class OutboxRelay:
                 raise
             except Exception:
                 log.exception("outbox relay failed; retrying")
+                self.healthy = False
                 self.is_leader = False
                 await asyncio.sleep(1.0)
 
@@ -66,12 +68,14 @@ class OutboxRelay:
         conn = await asyncpg.connect(self._dsn)
         try:
             while not self._stopping.is_set():
+                self.healthy = True
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                     break
                 await self._sleep(self._poll)
             else:
                 return
             self.is_leader = True
+            self.healthy = True
             log.info("outbox relay is the leader")
             await conn.add_listener("outbox", lambda *_: self._wake.set())
             channel = await self._amqp.channel(publisher_confirms=True)
