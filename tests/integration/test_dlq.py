@@ -74,3 +74,41 @@ async def test_inspect_replay_and_purge(amqp):
     assert [m for m, _ in accepted] == ["m2", "m0"]
     assert (await dlq.summary(amqp, [spec.dlq]))[0].count == 0
     await consumer.stop()
+
+
+async def test_cqrsctl_dlq_commands(amqp, rabbit_vhost_url):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ch = await amqp.channel()
+    from cqrs_shared.messaging.topology import declare_all, declare_exchanges
+    await declare_exchanges(ch)
+    await declare_all(ch)
+    for i in range(2):
+        await ch.default_exchange.publish(aio_pika.Message(b"not json", message_id=f"p{i}", headers={
+            "x-error": "PermanentFailure: not JSON", "x-original-queue": "projector-service.events",
+            "x-service": "projector-service", "x-attempts": 1}), routing_key="projector-service.events.dlq")
+    cli = str(Path(sys.executable).parent / "cqrsctl")
+    env = {"AMQP_URL": rabbit_vhost_url, "PATH": "/usr/bin:/bin"}
+
+    def run(*args):
+        return subprocess.run([cli, "dlq", *args, "--json"], capture_output=True, text=True, env=env, timeout=30)
+
+    listed = json.loads(run("list").stdout)
+    entry = next(x for x in listed if x["queue"] == "projector-service.events.dlq")
+    assert entry["count"] == 2 and entry["byError"] == {"PermanentFailure: not JSON": 2}
+    shown = json.loads(run("show", "projector-service.events", "--index", "1").stdout)
+    assert shown[0]["messageId"] == "p1" and shown[0]["body"] == "not json"
+    # replay one by id back to its queue (nothing consumes it here, so it stays there)
+    assert json.loads(run("replay", "projector-service.events", "--message-id", "p0").stdout) == {"replayed": 1}
+    fresh = await amqp.channel()
+    main = await fresh.declare_queue("projector-service.events", passive=True)
+    assert main.declaration_result.message_count == 1
+    back = await main.get(no_ack=True)
+    assert back.message_id == "p0" and back.body == b"not json" and back.headers["x-replayed-from"] == "projector-service.events.dlq"
+    await fresh.close()
+    assert json.loads(run("purge", "projector-service.events", "--yes").stdout) == {"purged": 1}
+    unreachable = subprocess.run([cli, "dlq", "list"], capture_output=True, text=True, timeout=30,
+                                 env={"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "PATH": "/usr/bin:/bin"})
+    assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr

@@ -190,6 +190,94 @@ def events_tail(
     _run(go(), amqp_url, as_json)
 
 
+dlq_app = typer.Typer(help="Inspect, replay and purge dead-letter queues.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _dlq_name(queue: str) -> str:
+    return queue if queue.endswith(".dlq") else f"{queue}.dlq"
+
+
+@dlq_app.command("list")
+def dlq_list(amqp_url: str = AmqpUrl, as_json: bool = AsJson) -> None:
+    """Count dead letters per queue, grouped by error."""
+    from cqrs_shared.messaging import dlq
+
+    async def go() -> Any:
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            return await dlq.summary(c.connection)
+
+    _quiet_libraries()
+    try:
+        summaries = asyncio.run(go())
+    except BrokerUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc}. Is RabbitMQ running? Set --amqp-url or AMQP_URL.", soft_wrap=True)
+        raise typer.Exit(EXIT_BROKER)
+    if as_json:
+        _print([{"queue": s.queue, "count": s.count, "byError": dict(s.by_error)} for s in summaries], True)
+        return
+    from rich.table import Table
+
+    table = Table(title="Dead-letter queues")
+    table.add_column("queue")
+    table.add_column("count", justify="right")
+    table.add_column("errors")
+    for s in summaries:
+        table.add_row(s.queue, str(s.count), "\n".join(f"{n} x {e}" for e, n in s.by_error.most_common()))
+    out.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(queue: str = typer.Argument(..., help="queue or its .dlq"),
+             index: Optional[int] = typer.Option(None, "--index", "-i", help="only the message at this position"),
+             amqp_url: str = AmqpUrl, as_json: bool = AsJson) -> None:
+    """Show dead letters (headers and body) without removing them."""
+    from cqrs_shared.messaging import dlq
+
+    async def go() -> Any:
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            letters = [d.as_dict() for d in await dlq.browse(c.connection, _dlq_name(queue))]
+        return letters if index is None else letters[index:index + 1]
+
+    _run(go(), amqp_url, as_json)
+
+
+@dlq_app.command("replay")
+def dlq_replay(queue: str = typer.Argument(..., help="queue or its .dlq"),
+               error: Optional[str] = typer.Option(None, "--error", help="only messages whose error contains this"),
+               message_id: Optional[str] = typer.Option(None, "--message-id", help="only this message id"),
+               limit: Optional[int] = typer.Option(None, "--limit", help="at most N messages"),
+               amqp_url: str = AmqpUrl, as_json: bool = AsJson) -> None:
+    """Move dead letters back to the queue they came from (ids kept: idempotency holds)."""
+    from cqrs_shared.messaging import dlq
+
+    def select(d: Any) -> bool:
+        return (error is None or error in d.error) and (message_id is None or d.message_id == message_id)
+
+    async def go() -> Any:
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            return {"replayed": await dlq.replay(c.connection, _dlq_name(queue), select, limit)}
+
+    _run(go(), amqp_url, as_json)
+
+
+@dlq_app.command("purge")
+def dlq_purge(queue: str = typer.Argument(..., help="queue or its .dlq"),
+              yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+              amqp_url: str = AmqpUrl, as_json: bool = AsJson) -> None:
+    """Delete every message of a dead-letter queue."""
+    from cqrs_shared.messaging import dlq
+
+    if not yes and not typer.confirm(f"purge {_dlq_name(queue)}?"):
+        raise typer.Exit(1)
+
+    async def go() -> Any:
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            return {"purged": await dlq.purge(c.connection, _dlq_name(queue))}
+
+    _run(go(), amqp_url, as_json)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
