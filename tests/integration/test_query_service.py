@@ -99,9 +99,26 @@ async def test_unknown_query_type_via_alternate_exchange(rpc):
     assert reply["error"]["code"] == "validation_error" and "GetEverything" in reply["error"]["message"]
 
 
-async def test_not_yet_supported_query_type(rpc):
+@pytest.mark.parametrize("qtype,params", [
+    ("SearchOrders", {"page": 0}),
+    ("SearchOrders", {"pageSize": 101}),
+    ("SearchOrders", {"minAmount": "1.234"}),
+    ("SearchOrders", {"dateFrom": "2026-13-01"}),
+    ("ListCustomerOrders", {}),
+    ("GetDailyOrderMetrics", {"dateFrom": "2025-01-01", "dateTo": "2026-06-01"}),
+    ("GetPopularProducts", {"limit": 0}),
+    ("GetProductAvailability", {}),
+])
+async def test_invalid_parameters(rpc, qtype, params):
+    reply = await rpc.query({"queryType": qtype, "parameters": params})
+    assert reply["status"] == "error" and reply["error"]["code"] == "validation_error"
+    assert reply["error"]["details"]
+
+
+async def test_search_orders_on_seeded_view_defaults(rpc):
     reply = await rpc.query({"queryType": "SearchOrders", "parameters": {}})
-    assert reply["error"]["code"] == "validation_error" and "not supported yet" in reply["error"]["message"]
+    assert reply["status"] == "ok"
+    assert reply["result"]["page"] == 1 and reply["result"]["pageSize"] == 20
 
 
 async def test_min_position_stale(rpc):

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
-from motor.motor_asyncio import AsyncIOMotorClient
-
-from projector_service.adapters.amqp import make_consumer, request_replay
-from projector_service.adapters.mongo import MongoViewStore, ensure_indexes
+from projector_service.adapters.amqp import connect_amqp, make_consumer, request_replay
+from projector_service.adapters.mongo import MongoViewStore, connect_mongo, ensure_indexes
 from projector_service.application.projector import Projector
 from projector_service.config import ProjectorSettings
 
@@ -27,10 +24,10 @@ class ProjectorApp:
 
 
 async def build(settings: ProjectorSettings) -> ProjectorApp:
-    mongo = AsyncIOMotorClient(settings.mongo_url)
+    mongo = connect_mongo(settings.mongo_url)
     db = mongo[settings.mongo_db]
     await ensure_indexes(db)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await connect_amqp(settings.amqp_url)
     store = MongoViewStore(db)
     consumer = make_consumer(connection, Projector(store), prefetch=settings.prefetch)
     await consumer.start()

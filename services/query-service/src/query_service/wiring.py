@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
-from motor.motor_asyncio import AsyncIOMotorClient
-
-from query_service.adapters.amqp import make_consumer
-from query_service.adapters.mongo import MongoViewReader
+from query_service.adapters.amqp import connect_amqp, make_consumer
+from query_service.adapters.mongo import MongoViewReader, connect_mongo
 from query_service.application.service import QueryService
 from query_service.application.watermark import WatermarkWatcher
 from query_service.config import QuerySettings
@@ -30,10 +27,10 @@ class QueryApp:
 
 
 async def build(settings: QuerySettings) -> QueryApp:
-    mongo = AsyncIOMotorClient(settings.mongo_url)
+    mongo = connect_mongo(settings.mongo_url)
     reader = MongoViewReader(mongo[settings.mongo_db])
     watcher = WatermarkWatcher(reader.watermark, interval=settings.watermark_poll_ms / 1000)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await connect_amqp(settings.amqp_url)
     reply_channel = await connection.channel()
     consumer = make_consumer(connection, reply_channel, QueryService(reader, watcher),
                              prefetch=settings.prefetch)

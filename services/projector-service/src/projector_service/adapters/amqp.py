@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aio_pika
 
@@ -71,3 +72,8 @@ async def request_replay(connection: AbstractRobustConnection, from_position: in
         )
     finally:
         await channel.close()
+
+
+async def connect_amqp(url: str) -> Any:
+    """A robust AMQP connection (the composition root imports no driver itself)."""
+    return await aio_pika.connect_robust(url)

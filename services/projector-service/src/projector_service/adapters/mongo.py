@@ -9,6 +9,8 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
 
 ORDERS = "orders"
+CUSTOMERS = "customers"
+PRODUCTS = "products"
 PROCESSED = "processed"
 STATE = "projector_state"
 WATERMARK_ID = "watermark"
@@ -18,11 +20,18 @@ SCAN_BATCH = 1000
 async def ensure_indexes(db: AsyncIOMotorDatabase) -> None:
     # _id indexes cover GetOrderDetails, `processed` and the watermark
     await db[ORDERS].create_index("placedAt")
+    await db[ORDERS].create_index([("customerId", 1), ("placedAt", -1), ("id", 1)])
+    await db[ORDERS].create_index([("placedAt", -1), ("id", 1)])
+    await db[ORDERS].create_index([("status", 1), ("placedAt", -1), ("id", 1)])
+    await db[ORDERS].create_index("totalCents")
+    # customers and products are read by _id only
 
 
 class MongoViewStore:
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
         self._orders = db[ORDERS]
+        self._customers = db[CUSTOMERS]
+        self._products = db[PRODUCTS]
         self._processed = db[PROCESSED]
         self._state = db[STATE]
 
@@ -44,6 +53,30 @@ class MongoViewStore:
             {"_id": view["id"], "version": expected_version}, {"_id": view["id"], **view}
         )
         return res.matched_count == 1
+
+    async def _ensure_product(self, product_id: str) -> None:
+        try:
+            await self._products.insert_one({"_id": product_id, "productId": product_id,
+                                             "name": None, "price": None, "version": 0,
+                                             "stock": 0, "stockPosition": 0})
+        except DuplicateKeyError:
+            pass
+
+    async def set_product_info(self, product_id: str, fields: dict[str, Any], version: int) -> None:
+        await self._ensure_product(product_id)
+        if fields:
+            await self._products.update_one({"_id": product_id}, {"$set": fields})
+        await self._products.update_one({"_id": product_id}, {"$max": {"version": version}})
+
+    async def set_product_stock(self, product_id: str, stock: int, position: int) -> None:
+        """Keeps the stock carried by the highest position: exact and order-independent."""
+        await self._ensure_product(product_id)
+        await self._products.update_one(
+            {"_id": product_id, "stockPosition": {"$lt": position}},
+            {"$set": {"stock": stock, "stockPosition": position}})
+
+    async def upsert_customer(self, customer_id: str, fields: dict[str, Any]) -> None:
+        await self._customers.update_one({"_id": customer_id}, {"$set": fields}, upsert=True)
 
     async def mark_processed(self, position: int) -> None:
         try:
@@ -72,3 +105,10 @@ class MongoViewStore:
         if w > start:
             await self._state.update_one({"_id": WATERMARK_ID}, {"$max": {"position": w}}, upsert=True)
         return w
+
+
+def connect_mongo(url: str) -> Any:
+    """The MongoDB client (the composition root imports no driver itself)."""
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    return AsyncIOMotorClient(url)

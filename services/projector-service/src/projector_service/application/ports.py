@@ -12,6 +12,13 @@ class ViewStore(Protocol):
     async def replace_order(self, view: dict[str, Any], expected_version: int) -> bool:
         """Replaces only if the stored version is `expected_version`; False otherwise."""
 
+    async def set_product_info(self, product_id: str, fields: dict[str, Any], version: int) -> None: ...
+
+    async def set_product_stock(self, product_id: str, stock: int, position: int) -> None:
+        """Sets stock only if `position` is higher than the one that set it last."""
+
+    async def upsert_customer(self, customer_id: str, fields: dict[str, Any]) -> None: ...
+
     async def mark_processed(self, position: int) -> None: ...
 
     async def advance_watermark(self) -> int: ...

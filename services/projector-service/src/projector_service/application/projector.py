@@ -26,9 +26,27 @@ class Projector:
         applied = False
         if event.eventType in ORDER_EVENTS:
             applied = await self._apply_order(event)
+        await self._apply_reference(event)
         await self._store.mark_processed(event.position)
         await self._store.advance_watermark()
         return applied
+
+    async def _apply_reference(self, event: EventEnvelope) -> None:
+        """customers and products views; every write is idempotent and order-independent."""
+        d = event.data
+        t = event.eventType
+        if t == "CustomerRegistered":
+            await self._store.upsert_customer(event.aggregateId, {
+                "customerId": event.aggregateId, "name": d.get("name"), "email": d.get("email")})
+        elif t in ("ProductAdded", "ProductRestocked"):
+            info = {"name": d.get("name"), "price": d.get("price")} if t == "ProductAdded" else {}
+            await self._store.set_product_info(event.aggregateId, info, event.version)
+            if isinstance(d.get("stock"), int):
+                await self._store.set_product_stock(event.aggregateId, d["stock"], event.position)
+        elif t in ("OrderPlaced", "OrderCancelled"):
+            for item in d.get("items") or []:
+                if isinstance(item, dict) and item.get("productId") and isinstance(item.get("stock"), int):
+                    await self._store.set_product_stock(item["productId"], item["stock"], event.position)
 
     async def _apply_order(self, event: EventEnvelope) -> bool:
         current = await self._store.get_order(event.aggregateId)

@@ -60,7 +60,25 @@ def _placed(event: EventEnvelope) -> dict[str, Any]:
         "history": [],
     }
     view["history"] = _history(view, "placed", event)
+    view.update(query_fields(view))
     return view
+
+
+INTERNAL_FIELDS = ("customerId", "totalCents", "search")
+
+
+def query_fields(view: dict[str, Any]) -> dict[str, Any]:
+    """Top-level fields the list/search/summary queries filter and sort on (not returned)."""
+    from cqrs_shared.money import parse_money
+
+    cust = view.get("customer") or {}
+    parts = [view.get("id"), cust.get("name"), cust.get("email"),
+             *[i.get("name") for i in view.get("items", [])]]
+    return {
+        "customerId": cust.get("id"),
+        "totalCents": parse_money(view["totalAmount"]),
+        "search": "\n".join(str(p).lower() for p in parts if p),
+    }
 
 
 def apply_order_event(view: dict[str, Any] | None, event: EventEnvelope) -> dict[str, Any] | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from cqrs_shared.contracts.errors import INTERNAL_ERROR, error_body
@@ -38,3 +40,8 @@ def make_consumer(connection: AbstractRobustConnection, reply_channel: AbstractC
 
     return QueueConsumer(connection, QUERY_QUEUE, handler, service=SERVICE,
                          prefetch=prefetch, on_give_up=on_give_up)
+
+
+async def connect_amqp(url: str) -> Any:
+    """A robust AMQP connection (the composition root imports no driver itself)."""
+    return await aio_pika.connect_robust(url)
