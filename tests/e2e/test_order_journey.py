@@ -147,6 +147,10 @@ async def test_event_committed_but_not_published_arrives_once_after_restart(serv
                                 "parameters": {"orderId": f"o-{run}", "includeHistory": True}})
     assert reply["status"] == "ok", reply
     assert reply["result"]["version"] == 1 and len(reply["result"]["history"]) == 1
+    for _ in range(100):  # marked published after the confirms; the view can be seen first
+        if await _unpublished(pg_dsn) == 0:
+            break
+        await asyncio.sleep(0.05)
     assert await _unpublished(pg_dsn) == 0
 
 
@@ -213,3 +217,29 @@ async def test_projector_catches_up_on_history_it_never_received(services, clien
     finally:
         proj.terminate()
         proj.start()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", ["command-service", "projector-service", "query-service"])
+async def test_every_service_serves_liveness_readiness_and_metrics(services, name):
+    """An extra replica of each service, with a known health port."""
+    import urllib.request
+
+    port = _free_port()
+    extra = Service(name, {**services[name].env, "HEALTH_PORT": str(port)}, services[name].logdir).start()
+    try:
+        for path in ("/livez", "/readyz", "/metrics"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                assert resp.status == 200, path
+                body = resp.read().decode()
+            if path == "/readyz":
+                assert '"ready": true' in body or '"ready":true' in body, body
+    finally:
+        assert extra.terminate() == 0

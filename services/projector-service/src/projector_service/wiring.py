@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cqrs_shared.health import HealthServer
+
 from projector_service.adapters.amqp import connect_amqp, make_consumer, request_replay
-from projector_service.adapters.mongo import MongoViewStore, connect_mongo, ensure_indexes
+from projector_service.adapters.mongo import MongoViewStore, connect_mongo, mongo_ready, ensure_indexes
 from projector_service.application.projector import Projector
 from projector_service.config import ProjectorSettings
 
@@ -16,8 +18,11 @@ class ProjectorApp:
     connection: Any
     mongo: Any
     consumer: Any
+    health: HealthServer | None = None
 
     async def stop(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
         await self.consumer.stop()
         await self.connection.close()
         self.mongo.close()
@@ -33,4 +38,8 @@ async def build(settings: ProjectorSettings) -> ProjectorApp:
     await consumer.start()
     if settings.catch_up_on_start:
         await request_replay(connection, await store.advance_watermark() + 1)
-    return ProjectorApp(connection, mongo, consumer)
+    health = HealthServer(settings.health_port, {"amqp": lambda: not connection.is_closed,
+                                                 "mongo": lambda: mongo_ready(mongo)})
+    if settings.health_port >= 0:
+        await health.start()
+    return ProjectorApp(connection, mongo, consumer, health if settings.health_port >= 0 else None)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cqrs_shared.health import HealthServer
+
 from query_service.adapters.amqp import connect_amqp, make_consumer
-from query_service.adapters.mongo import MongoViewReader, connect_mongo
+from query_service.adapters.mongo import MongoViewReader, connect_mongo, mongo_ready
 from query_service.application.service import QueryService
 from query_service.application.watermark import WatermarkWatcher
 from query_service.config import QuerySettings
@@ -18,8 +20,11 @@ class QueryApp:
     mongo: Any
     consumer: Any
     watcher: WatermarkWatcher
+    health: HealthServer | None = None
 
     async def stop(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
         await self.consumer.stop()
         await self.watcher.close()
         await self.connection.close()
@@ -35,4 +40,8 @@ async def build(settings: QuerySettings) -> QueryApp:
     consumer = make_consumer(connection, reply_channel, QueryService(reader, watcher),
                              prefetch=settings.prefetch)
     await consumer.start()
-    return QueryApp(connection, mongo, consumer, watcher)
+    health = HealthServer(settings.health_port, {"amqp": lambda: not connection.is_closed,
+                                                 "mongo": lambda: mongo_ready(mongo)})
+    if settings.health_port >= 0:
+        await health.start()
+    return QueryApp(connection, mongo, consumer, watcher, health if settings.health_port >= 0 else None)

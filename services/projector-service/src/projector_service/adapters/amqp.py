@@ -76,4 +76,6 @@ async def request_replay(connection: AbstractRobustConnection, from_position: in
 
 async def connect_amqp(url: str) -> Any:
     """A robust AMQP connection (the composition root imports no driver itself)."""
-    return await aio_pika.connect_robust(url)
+    from cqrs_shared.messaging.connection import connect
+
+    return await connect(url, name="projector-service")

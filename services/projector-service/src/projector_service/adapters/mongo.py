@@ -112,3 +112,9 @@ def connect_mongo(url: str) -> Any:
     from motor.motor_asyncio import AsyncIOMotorClient
 
     return AsyncIOMotorClient(url)
+
+
+async def mongo_ready(client: Any) -> bool:
+    """Readiness: the MongoDB server answers a ping."""
+    await client.admin.command("ping")
+    return True

@@ -44,4 +44,6 @@ def make_consumer(connection: AbstractRobustConnection, reply_channel: AbstractC
 
 async def connect_amqp(url: str) -> Any:
     """A robust AMQP connection (the composition root imports no driver itself)."""
-    return await aio_pika.connect_robust(url)
+    from cqrs_shared.messaging.connection import connect
+
+    return await connect(url, name="query-service")
