@@ -6,39 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from procs import BIN, Service
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "pika_order_example.py"
-
-
-class Service:
-    def __init__(self, name: str, env: dict[str, str], logdir: Path) -> None:
-        self.name, self.env, self.logdir = name, env, logdir
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Service":
-        self.log = self.logdir / f"{self.name}.log"
-        self.proc = subprocess.Popen([str(BIN / self.name), "serve"], env=self.env,
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while f"{self.name} ready" not in self.log.read_text(errors="replace"):
-            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()}"
-            assert time.monotonic() < deadline, f"{self.name} not ready:\n{self.log.read_text()}"
-            time.sleep(0.05)
-        return self
-
-    def terminate(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
 
 
 @pytest.fixture(scope="module")

@@ -5,52 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from cqrs_shared.messaging.rpc import RpcClient
+from procs import BIN, Service
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
 ADMIN = {"userId": "admin-e2e", "metadata": {"roles": ["admin"]}}
 ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"}
-
-
-class Service:
-    def __init__(self, name: str, env: dict[str, str], logdir: Path) -> None:
-        self.name, self.env, self.logdir = name, env, logdir
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self, **extra_env: str) -> "Service":
-        self.starts += 1
-        self.log = self.logdir / f"{self.name}.{self.starts}.log"
-        self.proc = subprocess.Popen([str(BIN / self.name), "serve"], env={**self.env, **extra_env},
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while f"{self.name} ready" not in self.log.read_text(errors="replace"):
-            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()}"
-            assert time.monotonic() < deadline, f"{self.name} not ready:\n{self.log.read_text()}"
-            time.sleep(0.05)
-        return self
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self) -> int:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(20)
-        return self.proc.returncode if self.proc else 0
 
 
 @pytest.fixture(scope="module")
