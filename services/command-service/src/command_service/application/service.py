@@ -48,7 +48,9 @@ def _envelope(cmd: CommandEnvelope, ev: NewEvent, position: int, at: datetime) -
     }
 
 
-def _request_for_audit(body: bytes) -> dict[str, Any] | None:
+def _decode(body: bytes) -> dict[str, Any] | None:
+    """The request as a JSON object, or None (too large, not JSON, not an object). Decoded
+    once per command: for the rules, the idempotency key and the audit row."""
     if len(body) > MAX_BODY_BYTES:
         return None
     try:
@@ -75,7 +77,7 @@ class CommandService:
     async def handle(self, body: bytes, routing_key: str, content_type: str | None = None) -> dict[str, Any]:
         """Returns the reply for one request, and records it in the audit trail. Never
         raises for bad input."""
-        request = _request_for_audit(body)
+        request = _decode(body)
         reply, audited = await self._handle(body, request, routing_key, content_type)
         if not audited:
             await self._store.audit(request, reply)
@@ -94,12 +96,12 @@ class CommandService:
             if content_type and content_type.split(";")[0].strip().lower() != "application/json":
                 raise _Invalid(f"content type {content_type!r} is not application/json",
                                [{"field": "content_type", "message": "must be application/json"}])
-            cmd, data = self._parse(body, routing_key)
+            cmd, data = self._parse(body, request, routing_key)
             command_id = cmd.commandId
             logs.bind(commandId=cmd.commandId, commandType=cmd.commandType, userId=cmd.userId,
                       correlationId=cmd.metadata.correlationId or cmd.commandId, causationId=cmd.commandId)
         except _Invalid as exc:
-            return await self._reply_invalid(body, request, exc)
+            return await self._reply_invalid(request, exc)
         stored = await self._store.stored_reply(command_id)
         if stored is not None:
             return stored, False
@@ -130,17 +132,19 @@ class CommandService:
 
     # -- parsing -------------------------------------------------------------------------
 
-    def _parse(self, body: bytes, routing_key: str) -> tuple[CommandEnvelope, Any]:
-        if len(body) > MAX_BODY_BYTES:
-            raise _Invalid("request body is larger than 1 MiB", [{"field": "body", "message": "larger than 1 MiB"}])
-        try:
-            raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _Invalid("body is not valid UTF-8 JSON", [{"field": "body", "message": str(exc)[:200]}]) from None
-        if not isinstance(raw, dict):
+    def _parse(self, body: bytes, request: dict[str, Any] | None, routing_key: str) -> tuple[CommandEnvelope, Any]:
+        """`request` is the body already decoded by `_decode` (None when it is not a JSON
+        object of at most 1 MiB; the body is looked at again only to say why)."""
+        if request is None:
+            if len(body) > MAX_BODY_BYTES:
+                raise _Invalid("request body is larger than 1 MiB", [{"field": "body", "message": "larger than 1 MiB"}])
+            try:
+                json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _Invalid("body is not valid UTF-8 JSON", [{"field": "body", "message": str(exc)[:200]}]) from None
             raise _Invalid("body must be a JSON object", [{"field": "body", "message": "not an object"}])
         try:
-            cmd = CommandEnvelope.model_validate(raw)
+            cmd = CommandEnvelope.model_validate(request)
         except ValidationError as exc:
             raise _Invalid("invalid command envelope", details_from(exc)) from None
         if cmd.commandType != routing_key:
@@ -160,16 +164,13 @@ class CommandService:
                            [{"field": "expectedVersion", "message": "must be 0 for a new aggregate"}])
         return cmd, data
 
-    async def _reply_invalid(self, body: bytes, request: dict[str, Any] | None,
+    async def _reply_invalid(self, request: dict[str, Any] | None,
                              exc: _Invalid) -> tuple[dict[str, Any], bool]:
         command_id, command_type = None, None
-        try:
-            raw = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
-            if isinstance(raw, dict) and isinstance(raw.get("commandId"), str) and 0 < len(raw["commandId"].strip()) <= 64:
-                command_id = raw["commandId"].strip()
-                command_type = raw.get("commandType") if isinstance(raw.get("commandType"), str) else None
-        except (ValueError, UnicodeDecodeError):
-            pass
+        raw = request or {}
+        if isinstance(raw.get("commandId"), str) and 0 < len(raw["commandId"].strip()) <= 64:
+            command_id = raw["commandId"].strip()
+            command_type = raw.get("commandType") if isinstance(raw.get("commandType"), str) else None
         reply = rejected(command_id, VALIDATION_ERROR, exc.message, exc.details, exc.aggregate_id)
         if command_id is None:
             return reply, False
