@@ -29,6 +29,27 @@ log = logging.getLogger(__name__)
 RELAY_LOCK_KEY = 0x0C9F5_0B0C  # advisory lock id of the outbox relay
 
 
+# what both the relay and the replay read of a stored event
+EVENT_COLUMNS = "position, envelope::text AS envelope, aggregate_type, aggregate_id, event_type, event_id"
+
+
+def routing_key_of(row) -> str:
+    return f"{row['aggregate_type']}.{row['event_type']}"
+
+
+def event_message(row, **extra_headers) -> aio_pika.Message:
+    """A stored event as published: persistent, message_id = eventId, with the headers that
+    consumers order and deduplicate by."""
+    return aio_pika.Message(
+        body=row["envelope"].encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(row["event_id"]),
+        type=row["event_type"],
+        headers={"x-aggregate-id": row["aggregate_id"], "x-position": row["position"], **extra_headers},
+    )
+
+
 class OutboxRelay:
     def __init__(self, *, dsn: str, amqp: AbstractRobustConnection, batch: int = 500,
                  poll_seconds: float = 1.0, crash_after_publish: bool = False) -> None:
@@ -102,26 +123,12 @@ class OutboxRelay:
 
     async def _publish_batch(self, conn: asyncpg.Connection, exchange) -> int:
         rows = await conn.fetch(
-            "SELECT position, envelope::text AS envelope, aggregate_type, aggregate_id, event_type, event_id "
-            "FROM events WHERE published_at IS NULL ORDER BY position LIMIT $1", self._batch)
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE published_at IS NULL ORDER BY position LIMIT $1", self._batch)
         if not rows:
             return 0
         # Published in position order on one channel (the broker keeps that order); all
         # confirms are awaited before anything is marked.
-        await asyncio.gather(*(
-            exchange.publish(
-                aio_pika.Message(
-                    body=r["envelope"].encode(),
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=str(r["event_id"]),
-                    type=r["event_type"],
-                    headers={"x-aggregate-id": r["aggregate_id"], "x-position": r["position"]},
-                ),
-                routing_key=f"{r['aggregate_type']}.{r['event_type']}",
-            )
-            for r in rows
-        ))
+        await asyncio.gather(*(exchange.publish(event_message(r), routing_key=routing_key_of(r)) for r in rows))
         if self._crash_after_publish:
             log.error("fault injection: exiting after publish, before marking published")
             os._exit(17)

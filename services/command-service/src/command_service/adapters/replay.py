@@ -10,10 +10,10 @@ import asyncio
 import json
 import logging
 
-import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from command_service.adapters.relay import EVENT_COLUMNS, event_message, routing_key_of
 from cqrs_shared.messaging.consumer import PermanentFailure, QueueConsumer
 from cqrs_shared.topology import REPLAY_QUEUE, REPLAY_TARGETS
 
@@ -37,22 +37,13 @@ def replay_consumer(connection: AbstractRobustConnection, pool: asyncpg.Pool) ->
         channel = consumer.channel
         while True:
             rows = await pool.fetch(
-                "SELECT position, envelope::text AS envelope, aggregate_type, aggregate_id, event_type, event_id "
-                "FROM events WHERE position >= $1 ORDER BY position LIMIT $2", start, BATCH)
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE position >= $1 ORDER BY position LIMIT $2", start, BATCH)
             if not rows:
                 break
             await asyncio.gather(*(
                 channel.default_exchange.publish(
-                    aio_pika.Message(
-                        body=r["envelope"].encode(), content_type="application/json",
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(r["event_id"]),
-                        type=r["event_type"],
-                        headers={"x-aggregate-id": r["aggregate_id"], "x-position": r["position"],
-                                 "x-original-routing-key": f"{r['aggregate_type']}.{r['event_type']}",
-                                 "x-replay": True},
-                    ),
-                    routing_key=target,
-                )
+                    event_message(r, **{"x-original-routing-key": routing_key_of(r), "x-replay": True}),
+                    routing_key=target)
                 for r in rows
             ))
             sent += len(rows)
