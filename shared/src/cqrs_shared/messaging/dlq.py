@@ -51,6 +51,11 @@ def _text(v: Any) -> Any:
     return v.decode(errors="replace") if isinstance(v, bytes) else v
 
 
+def _letter(dlq: str, index: int, msg: AbstractIncomingMessage) -> DeadLetter:
+    return DeadLetter(dlq, index, msg.message_id, msg.routing_key, dict(msg.headers or {}), msg.body,
+                      msg.content_type)
+
+
 @dataclass
 class QueueSummary:
     queue: str
@@ -72,8 +77,7 @@ async def browse(connection: AbstractRobustConnection, dlq: str, limit: int = 10
             msg = await queue.get(no_ack=False, fail=False)
             if msg is None:
                 break
-            out.append(DeadLetter(dlq, len(out), msg.message_id, msg.routing_key, dict(msg.headers or {}),
-                                  msg.body, msg.content_type))
+            out.append(_letter(dlq, len(out), msg))
     finally:
         await channel.close()  # unacknowledged messages return to the queue
     return out
@@ -104,8 +108,7 @@ async def replay(connection: AbstractRobustConnection, dlq: str,
             msg = await queue.get(no_ack=False, fail=False)
             if msg is None:
                 break
-            letter = DeadLetter(dlq, index, msg.message_id, msg.routing_key, dict(msg.headers or {}), msg.body,
-                                msg.content_type)
+            letter = _letter(dlq, index, msg)
             index += 1
             target = _text(letter.headers.get("x-original-queue"))
             if not target or not select(letter):
