@@ -8,8 +8,6 @@ import uuid
 
 import pytest
 
-from command_service.config import CommandSettings
-from command_service.wiring import App
 from cqrs_client import (CqrsClient, Duplicate, Forbidden, InsufficientStock, NotFound, RequestTimeout,
                          SyncCqrsClient, ValidationFailed)
 from cqrs_client.errors import BrokerUnavailable, ConcurrencyConflict, ServiceUnavailable
@@ -19,10 +17,7 @@ ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "
 
 
 @pytest.fixture(scope="module")
-async def stack(rabbit_vhost_url, pg_dsn):
-    settings = CommandSettings(amqp_url=rabbit_vhost_url, postgres_dsn=pg_dsn, relay_poll_seconds=0.2)
-    app = App(settings)
-    task = asyncio.create_task(app.run())
+async def stack(command_app, rabbit_vhost_url):
     client = await CqrsClient.connect(rabbit_vhost_url)
     for _ in range(200):  # wait until the service has declared the topology and consumes
         try:
@@ -32,8 +27,6 @@ async def stack(rabbit_vhost_url, pg_dsn):
             await asyncio.sleep(0.1)
     yield client
     await client.close()
-    app.stop()
-    await asyncio.wait_for(task, 15)
 
 
 async def test_accepted_reply_and_typed_errors(stack):

@@ -11,8 +11,6 @@ import aio_pika
 import asyncpg
 import pytest
 
-from command_service.config import CommandSettings
-from command_service.wiring import App
 from cqrs_shared.messaging.rpc import RpcClient
 
 ADMIN = {"userId": "admin-1", "metadata": {"roles": ["admin"]}}
@@ -20,10 +18,7 @@ ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "
 
 
 @pytest.fixture(scope="module")
-async def stack(rabbit_vhost_url, pg_dsn):
-    settings = CommandSettings(amqp_url=rabbit_vhost_url, postgres_dsn=pg_dsn, relay_poll_seconds=0.2)
-    app = App(settings)
-    task = asyncio.create_task(app.run())
+async def stack(command_app, rabbit_vhost_url, pg_dsn):
     client = await RpcClient.connect(rabbit_vhost_url)
     # an independent subscriber on cqrs.events, to see what the relay publishes
     conn = await aio_pika.connect_robust(rabbit_vhost_url)
@@ -36,11 +31,9 @@ async def stack(rabbit_vhost_url, pg_dsn):
             await asyncio.sleep(0.05)
     q = await ch.declare_queue("", exclusive=True)
     await q.bind(ex, "#")
-    yield {"client": client, "events": q, "dsn": pg_dsn, "app": app}
+    yield {"client": client, "events": q, "dsn": pg_dsn, "app": command_app}
     await client.close()
     await conn.close()
-    app.stop()
-    await asyncio.wait_for(task, 15)
 
 
 async def _events(queue, n, timeout=5.0):
