@@ -2,15 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool
-
-from cqrs_shared.contracts.envelopes import Id
-
-
-class GetOrderDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    orderId: Id
-    includeHistory: StrictBool = False
+# The parameter models are part of the public contract: they live in cqrs_shared so that
+# clients validate with the same models (and docs/asyncapi.yaml is generated from them).
+from cqrs_shared.contracts.queries import (  # noqa: F401  (re-exported for the application layer)
+    MAX_RANGE_DAYS, STATUSES, GetCustomerSummary, GetDailyOrderMetrics, GetOrderDetails, GetPopularProducts,
+    GetProductAvailability, ListCustomerOrders, SearchOrders)
 
 
 def order_details_result(view: dict[str, Any], include_history: bool) -> dict[str, Any]:
@@ -25,102 +21,10 @@ def order_details_result(view: dict[str, Any], include_history: bool) -> dict[st
 # --- list, search and aggregate queries -------------------------------------------------
 
 import datetime as _dt  # noqa: E402
-import re as _re  # noqa: E402
-
-from pydantic import Field, StrictInt, StrictStr, field_validator, model_validator  # noqa: E402
 
 from cqrs_shared.money import average_money, format_money, parse_money  # noqa: E402
 
 COUNTING_EXCLUDED = ("cancelled", "refunded")
-STATUSES = ("placed", "shipped", "delivered", "cancelled", "refunded")
-MAX_RANGE_DAYS = 366
-
-
-def _date(v: str | None) -> str | None:
-    if v is None:
-        return v
-    if not isinstance(v, str) or not _re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
-        raise ValueError("must be a date YYYY-MM-DD")
-    _dt.date.fromisoformat(v)
-    return v
-
-
-def _status(v: str | None) -> str | None:
-    if v is not None and v not in STATUSES:
-        raise ValueError(f"must be one of {', '.join(STATUSES)}")
-    return v
-
-
-def _money(v: str | None) -> str | None:
-    if v is not None:
-        parse_money(v)
-    return v
-
-
-class _Paged(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    page: StrictInt = Field(1, ge=1)
-    pageSize: StrictInt = Field(20, ge=1, le=100)
-
-
-class _Range(BaseModel):
-    @model_validator(mode="after")
-    def _range(self):  # type: ignore[no-untyped-def]
-        a, b = getattr(self, "dateFrom", None), getattr(self, "dateTo", None)
-        if a and b:
-            days = (_dt.date.fromisoformat(b) - _dt.date.fromisoformat(a)).days
-            if days < 0:
-                raise ValueError("dateFrom must not be after dateTo")
-            if days > MAX_RANGE_DAYS:
-                raise ValueError(f"dateFrom and dateTo must be at most {MAX_RANGE_DAYS} days apart")
-        return self
-
-
-class ListCustomerOrders(_Paged):
-    customerId: Id
-    status: StrictStr | None = None
-
-    _s = field_validator("status")(lambda cls, v: _status(v))
-
-
-class SearchOrders(_Paged, _Range):
-    status: StrictStr | None = None
-    text: StrictStr | None = Field(None, max_length=200)
-    dateFrom: StrictStr | None = None
-    dateTo: StrictStr | None = None
-    minAmount: StrictStr | None = None
-    maxAmount: StrictStr | None = None
-
-    _d = field_validator("dateFrom", "dateTo")(lambda cls, v: _date(v))
-    _m = field_validator("minAmount", "maxAmount")(lambda cls, v: _money(v))
-    _s = field_validator("status")(lambda cls, v: _status(v))
-
-
-class GetCustomerSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    customerId: Id
-
-
-class GetDailyOrderMetrics(_Range):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    dateFrom: StrictStr
-    dateTo: StrictStr
-
-    _d = field_validator("dateFrom", "dateTo")(lambda cls, v: _date(v))
-
-
-class GetPopularProducts(_Range):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    dateFrom: StrictStr | None = None
-    dateTo: StrictStr | None = None
-    limit: StrictInt = Field(10, ge=1, le=100)
-
-    _d = field_validator("dateFrom", "dateTo")(lambda cls, v: _date(v))
-
-
-class GetProductAvailability(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    productId: Id
 
 
 def date_bounds(date_from: str | None, date_to: str | None) -> dict[str, str]:
