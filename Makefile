@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: install up down status demo test test-unit migrate clean bench
+.PHONY: install up down status demo test test-unit migrate clean bench asyncapi
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -26,6 +26,9 @@ test: install        ## unit, integration and end-to-end tests against the real 
 
 test-unit: install
 	$(UV) run --frozen pytest tests/unit -q
+
+asyncapi: install    ## regenerate docs/asyncapi.yaml from the contract models and topology (commit it)
+	$(UV) run --frozen python -m cqrs_shared.asyncapi docs/asyncapi.yaml
 
 migrate: install
 	$(UV) run --frozen command-service migrate

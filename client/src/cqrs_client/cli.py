@@ -74,15 +74,23 @@ def _run(coro: Any, amqp_url: str, as_json: bool) -> None:
         _print(result, as_json)
 
 
-def _load_data(data: str) -> dict[str, Any]:
+def _load_json_object(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given inline, as @file.json, or as - (standard input)."""
     try:
-        text = Path(data[1:]).read_text() if data.startswith("@") else data
+        if text == "-":
+            text = sys.stdin.read()
+        elif text.startswith("@"):
+            text = Path(text[1:]).read_text()
         obj = json.loads(text)
     except (OSError, ValueError) as exc:
-        raise typer.BadParameter(f"not JSON or unreadable: {exc}", param_hint="--data")
+        raise typer.BadParameter(f"not JSON or unreadable: {exc}", param_hint=option)
     if not isinstance(obj, dict):
-        raise typer.BadParameter("must be a JSON object", param_hint="--data")
+        raise typer.BadParameter("must be a JSON object", param_hint=option)
     return obj
+
+
+def _load_data(data: str) -> dict[str, Any]:
+    return _load_json_object(data, "--data")
 
 
 def _parse_value(v: str) -> Any:
@@ -96,7 +104,7 @@ def _parse_value(v: str) -> Any:
 @app.command()
 def command(
     command_type: str = typer.Argument(..., help="e.g. PlaceOrder"),
-    data: str = typer.Option(..., "--data", "-d", help="JSON object, or @file.json"),
+    data: str = typer.Option(..., "--data", "-d", help="JSON object, @file.json, or - for standard input"),
     user_id: str = typer.Option(..., "--user-id", "-u", help="userId of the envelope"),
     role: list[str] = typer.Option([], "--role", "-r", help="role (repeatable): admin, customer"),
     expected_version: Optional[int] = typer.Option(None, "--expected-version"),
@@ -124,14 +132,18 @@ def command(
 def query(
     query_type: str = typer.Argument(..., help="e.g. GetOrderDetails"),
     param: list[str] = typer.Option([], "--param", "-p", help="k=v (repeatable); v parsed as JSON when possible"),
-    min_position: Optional[int] = typer.Option(None, "--min-position"),
-    max_wait_ms: Optional[int] = typer.Option(None, "--max-wait-ms"),
+    params_json: Optional[str] = typer.Option(None, "--params", "-P",
+                                              help="all parameters as a JSON object, @file.json, or - (stdin); "
+                                                   "--param values are added on top"),
+    min_position: Optional[int] = typer.Option(None, "--min-position", help="wait until the views reached it"),
+    max_wait_ms: Optional[int] = typer.Option(None, "--max-wait-ms", help="how long to wait for --min-position"),
     timeout: Optional[float] = typer.Option(None, "--timeout"),
+    no_validate: bool = typer.Option(False, "--no-validate", help="send without checking parameters locally"),
     amqp_url: str = AmqpUrl,
     as_json: bool = AsJson,
 ) -> None:
-    """Run a query; prints the reply (result and position)."""
-    params: dict[str, Any] = {}
+    """Run a query; prints the reply (result and position). Exit 1 on an error reply, 2 when unreachable."""
+    params: dict[str, Any] = _load_json_object(params_json, "--params") if params_json is not None else {}
     for p in param:
         if "=" not in p:
             raise typer.BadParameter(f"{p!r} is not k=v", param_hint="--param")
@@ -139,9 +151,12 @@ def query(
         params[k] = _parse_value(v)
 
     async def go() -> dict[str, Any]:
+        from .client import validate_query
+        if not no_validate:
+            validate_query(query_type, params)  # before connecting: fails fast offline
         async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
             return await c.query(query_type, params, min_position=min_position, max_wait_ms=max_wait_ms,
-                                 timeout=timeout)
+                                 timeout=timeout, validate=False)
 
     _run(go(), amqp_url, as_json)
 
@@ -276,6 +291,29 @@ def dlq_purge(queue: str = typer.Argument(..., help="queue or its .dlq"),
             return {"purged": await dlq.purge(c.connection, _dlq_name(queue))}
 
     _run(go(), amqp_url, as_json)
+
+
+@app.command()
+def asyncapi(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file (default: stdout)"),
+    check: bool = typer.Option(False, "--check", help="exit 1 when --output differs from what the code generates"),
+) -> None:
+    """Print the AsyncAPI 3.0 document of every channel (generated from the contract models)."""
+    from cqrs_shared.asyncapi import render
+
+    text = render()
+    if check:
+        if output is None:
+            raise typer.BadParameter("--check needs --output", param_hint="--check")
+        if not output.exists() or output.read_text() != text:
+            err.print(f"[red]error:[/red] {output} is out of date: run `make asyncapi` and commit it", soft_wrap=True)
+            raise typer.Exit(1)
+        return
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        err.print(f"wrote {output}")
 
 
 def main() -> None:  # pragma: no cover

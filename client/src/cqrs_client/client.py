@@ -11,10 +11,11 @@ from typing import Any
 import aio_pika
 import aio_pika.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cqrs_shared.contracts.commands import COMMANDS
 from cqrs_shared.contracts.errors import details_from
+from cqrs_shared.contracts.queries import QUERIES, parameters_of
 
 from .errors import BrokerUnavailable, ServiceUnavailable, RequestTimeout, ValidationFailed, error_from_reply
 
@@ -33,8 +34,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def _rejected_locally(details: list[dict[str, str]], reply: dict[str, Any], what: str) -> ValidationFailed:
+    return ValidationFailed(
+        "validation_error: " + "; ".join(f"{d['field']}: {d['message']}" for d in details),
+        {**reply, "error": {"code": "validation_error", "message": f"invalid {what} (checked by the client, not sent)",
+                            "details": details}})
+
+
 def validate_command(command_type: str, data: dict[str, Any]) -> None:
-    """Raises ValidationFailed (reply None, `local_details` set) when `data` breaks the contract."""
+    """Raises ValidationFailed (a synthetic reply with `commandId: null`, the details the service would
+    give) when `data` breaks the contract."""
     model = COMMANDS.get(command_type)
     if model is None:
         details = [{"field": "commandType", "message": f"unknown command type {command_type!r}"}]
@@ -44,11 +53,76 @@ def validate_command(command_type: str, data: dict[str, Any]) -> None:
             return
         except ValidationError as e:
             details = details_from(e, "data")
-    raise ValidationFailed(
-        "validation_error: " + "; ".join(f"{d['field']}: {d['message']}" for d in details),
-        {"commandId": None, "status": "rejected", "aggregateId": None, "version": None, "position": None,
-         "error": {"code": "validation_error", "message": "invalid command (checked by the client, not sent)",
-                   "details": details}})
+    raise _rejected_locally(details, {"commandId": None, "status": "rejected", "aggregateId": None, "version": None,
+                                      "position": None}, "command")
+
+
+def validate_query(query_type: str, parameters: dict[str, Any]) -> None:
+    """Raises ValidationFailed when `parameters` break the contract (same details as the service)."""
+    model = QUERIES.get(query_type)
+    if model is None:
+        details = [{"field": "queryType", "message": "unknown query type"}]
+    else:
+        try:
+            model.model_validate(parameters)
+            return
+        except ValidationError as e:
+            details = details_from(e, "parameters")
+    raise _rejected_locally(details, {"queryId": None, "status": "error", "result": None, "position": None}, "query")
+
+
+def command_type_and_data(command: str | BaseModel, data: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """("PlaceOrder", {...}) as given, or a contract model (cqrs_shared.contracts.commands.PlaceOrder(...))
+    turned into its type and wire `data`."""
+    if isinstance(command, BaseModel):
+        if data is not None:
+            raise TypeError("pass either a command model or a command type with data, not both")
+        ctype = type(command).__name__
+        if COMMANDS.get(ctype) is not type(command):
+            raise TypeError(f"{ctype} is not a command model of cqrs_shared.contracts.commands")
+        return ctype, command.model_dump(mode="json", exclude_none=True)
+    if data is None:
+        raise TypeError(f"data is required with the command type {command!r}")
+    return command, data
+
+
+def query_type_and_parameters(query: str | BaseModel,
+                              parameters: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """("GetOrderDetails", {...}) as given, or a model of cqrs_shared.contracts.queries."""
+    if isinstance(query, BaseModel):
+        if parameters is not None:
+            raise TypeError("pass either a query model or a query type with parameters, not both")
+        qtype = type(query).__name__
+        if QUERIES.get(qtype) is not type(query):
+            raise TypeError(f"{qtype} is not a query model of cqrs_shared.contracts.queries")
+        return qtype, parameters_of(query)
+    return query, parameters or {}
+
+
+def command_body(command_type: str, data: dict[str, Any], *, user_id: str, roles: list[str] | tuple[str, ...] = (),
+                 client_id: str = "cqrs-client", expected_version: int | None = None, command_id: str | None = None,
+                 correlation_id: str | None = None) -> dict[str, Any]:
+    """The command envelope exactly as it goes on the wire."""
+    metadata: dict[str, Any] = {"clientId": client_id, "roles": list(roles)}
+    if correlation_id:
+        metadata["correlationId"] = correlation_id
+    body: dict[str, Any] = {"commandId": command_id or str(uuid.uuid4()), "commandType": command_type,
+                            "timestamp": _now(), "userId": user_id, "data": data, "metadata": metadata}
+    if expected_version is not None:
+        body["expectedVersion"] = expected_version
+    return body
+
+
+def query_body(query_type: str, parameters: dict[str, Any], *, min_position: int | None = None,
+               max_wait_ms: int | None = None, query_id: str | None = None) -> dict[str, Any]:
+    """The query envelope exactly as it goes on the wire."""
+    body: dict[str, Any] = {"queryId": query_id or str(uuid.uuid4()), "queryType": query_type,
+                            "parameters": parameters}
+    if min_position is not None:
+        body["minPosition"] = min_position
+    if max_wait_ms is not None:
+        body["maxWaitMs"] = max_wait_ms
+    return body
 
 
 class CqrsClient:
@@ -164,35 +238,34 @@ class CqrsClient:
         finally:
             self._pending.pop(corr, None)
 
-    async def send(self, command_type: str, data: dict[str, Any], *, user_id: str, roles: list[str] | tuple[str, ...] = (),
-                   expected_version: int | None = None, command_id: str | None = None,
-                   correlation_id: str | None = None, timeout: float = 10.0,
+    async def send(self, command: str | BaseModel, data: dict[str, Any] | None = None, *, user_id: str,
+                   roles: list[str] | tuple[str, ...] = (), expected_version: int | None = None,
+                   command_id: str | None = None, correlation_id: str | None = None, timeout: float = 10.0,
                    validate: bool = True) -> dict[str, Any]:
-        """Sends a command; returns the accepted reply or raises the error's typed exception."""
+        """Sends a command; returns the accepted reply or raises the error's typed exception.
+
+        `command` is a command type with its `data`, or a model of cqrs_shared.contracts.commands."""
+        command_type, data = command_type_and_data(command, data)
         if validate:
             validate_command(command_type, data)
-        metadata: dict[str, Any] = {"clientId": self.client_id, "roles": list(roles)}
-        if correlation_id:
-            metadata["correlationId"] = correlation_id
-        body: dict[str, Any] = {"commandId": command_id or str(uuid.uuid4()), "commandType": command_type,
-                                "timestamp": _now(), "userId": user_id, "data": data, "metadata": metadata}
-        if expected_version is not None:
-            body["expectedVersion"] = expected_version
+        body = command_body(command_type, data, user_id=user_id, roles=roles, client_id=self.client_id,
+                            expected_version=expected_version, command_id=command_id, correlation_id=correlation_id)
         reply = await self.call(COMMANDS_EXCHANGE, command_type, body, timeout=timeout)
         if reply.get("status") != "accepted":
             raise error_from_reply(reply)
         return reply
 
-    async def query(self, query_type: str, parameters: dict[str, Any] | None = None, *,
+    async def query(self, query: str | BaseModel, parameters: dict[str, Any] | None = None, *,
                     min_position: int | None = None, max_wait_ms: int | None = None,
-                    timeout: float | None = None, query_id: str | None = None) -> dict[str, Any]:
-        """Runs a query; returns the ok reply ({"result", "position", ...}) or raises."""
-        body: dict[str, Any] = {"queryId": query_id or str(uuid.uuid4()), "queryType": query_type,
-                                "parameters": parameters or {}}
-        if min_position is not None:
-            body["minPosition"] = min_position
-        if max_wait_ms is not None:
-            body["maxWaitMs"] = max_wait_ms
+                    timeout: float | None = None, query_id: str | None = None, validate: bool = True) -> dict[str, Any]:
+        """Runs a query; returns the ok reply ({"result", "position", ...}) or raises.
+
+        `query` is a query type with its `parameters`, or a model of cqrs_shared.contracts.queries."""
+        query_type, parameters = query_type_and_parameters(query, parameters)
+        if validate:
+            validate_query(query_type, parameters)
+        body = query_body(query_type, parameters, min_position=min_position, max_wait_ms=max_wait_ms,
+                          query_id=query_id)
         if timeout is None:  # the service may wait up to maxWaitMs before answering
             timeout = (max_wait_ms if max_wait_ms is not None else 5000) / 1000 + 10
         reply = await self.call(QUERIES_EXCHANGE, query_type, body, timeout=timeout)

@@ -23,11 +23,13 @@ class SyncCqrsClient:
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def send(self, command_type: str, data: dict[str, Any], **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.send(command_type, data, **kw))
+    def send(self, command: Any, data: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        """Same arguments as CqrsClient.send."""
+        return self._run(self._client.send(command, data, **kw))
 
-    def query(self, query_type: str, parameters: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.query(query_type, parameters, **kw))
+    def query(self, query: Any, parameters: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        """Same arguments as CqrsClient.query."""
+        return self._run(self._client.query(query, parameters, **kw))
 
     def close(self) -> None:
         if self._loop.is_closed():

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
-from cqrs_shared.money import parse_money
+from cqrs_shared.money import MONEY_RE, parse_money
 
 from .envelopes import Id
 
@@ -20,7 +20,9 @@ def _money(v: str) -> str:
     return v
 
 
-Money = Annotated[str, AfterValidator(_money)]
+Money = Annotated[str, AfterValidator(_money),
+                  Field(json_schema_extra={"pattern": MONEY_RE.pattern,
+                                           "description": "money: a decimal string, at most two decimals"})]
 Name = _text(200)
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200,
                                          pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]

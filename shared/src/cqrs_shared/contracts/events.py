@@ -74,7 +74,7 @@ class PlacedItem(_EventData):
     stock: StrictInt = Field(description="the product's unreserved stock after the reservation")
 
 
-class Address(_EventData):
+class DeliveryAddress(_EventData):
     street: str
     city: str
     state: str
@@ -87,7 +87,7 @@ class OrderPlacedData(_EventData):
     customer: OrderCustomer
     items: list[PlacedItem]
     totalAmount: MoneyOut
-    shippingAddress: Address
+    shippingAddress: DeliveryAddress
 
 
 class OrderShippedData(_EventData):
