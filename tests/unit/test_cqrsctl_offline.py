@@ -80,3 +80,15 @@ def test_asyncapi_command_prints_and_checks_the_document(tmp_path):
     out.write_text(render() + "# edited\n")
     r = cqrsctl("asyncapi", "-o", str(out), "--check")
     assert r.exit_code == 1 and "out of date" in r.stderr
+
+
+def test_param_values_follow_the_parameter_types():
+    from cqrs_client.cli import _parse_value, _string_params
+
+    strings = _string_params("SearchOrders")
+    assert {"text", "status", "dateFrom", "minAmount"} <= strings and "page" not in strings
+    assert _parse_value("123", keep_string="text" in strings) == "123"  # text=123 stays text
+    assert _parse_value("2", keep_string="page" in strings) == 2
+    assert _parse_value("true", keep_string="includeHistory" in _string_params("GetOrderDetails")) is True
+    r = cqrsctl("query", "GetOrderDetails", "-p", "orderId=123", "-p", "includeHistory=true")
+    assert r.exit_code == 2  # valid locally (orderId "123", includeHistory true): it went for the broker

@@ -93,8 +93,23 @@ def _load_data(data: str) -> dict[str, Any]:
     return _load_json_object(data, "--data")
 
 
-def _parse_value(v: str) -> Any:
-    """k=v: v is taken as JSON when it parses (numbers, true/false, null), else as a string."""
+def _string_params(query_type: str) -> set[str]:
+    """Parameters of the query that are strings in the contract (ids, dates, money, text)."""
+    from cqrs_shared.contracts.queries import QUERIES
+
+    model = QUERIES.get(query_type)
+    if model is None:
+        return set()
+    props = model.model_json_schema().get("properties", {})
+    return {name for name, sch in props.items()
+            if sch.get("type") == "string" or any(a.get("type") == "string" for a in sch.get("anyOf", []))}
+
+
+def _parse_value(v: str, keep_string: bool = False) -> Any:
+    """k=v: v is taken as JSON when it parses (numbers, true/false, null), else as a string;
+    always as a string for string parameters (so orderId=123 is the id "123")."""
+    if keep_string:
+        return v
     try:
         return json.loads(v)
     except ValueError:
@@ -144,11 +159,12 @@ def query(
 ) -> None:
     """Run a query; prints the reply (result and position). Exit 1 on an error reply, 2 when unreachable."""
     params: dict[str, Any] = _load_json_object(params_json, "--params") if params_json is not None else {}
+    strings = _string_params(query_type)
     for p in param:
         if "=" not in p:
             raise typer.BadParameter(f"{p!r} is not k=v", param_hint="--param")
         k, v = p.split("=", 1)
-        params[k] = _parse_value(v)
+        params[k] = _parse_value(v, keep_string=k in strings)
 
     async def go() -> dict[str, Any]:
         from .client import validate_query
