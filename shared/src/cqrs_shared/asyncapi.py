@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from cqrs_shared.contracts import envelopes as env
 from cqrs_shared.contracts import errors as codes
@@ -60,13 +60,20 @@ def _queue_binding(name: str) -> dict[str, Any]:
                                                "vhost": "/"}, "bindingVersion": BINDING_VERSION}}
 
 
+class _Schema(GenerateJsonSchema):
+    """pydantic's JSON Schema without the titles it derives from field names ("Commandid")."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
 def _schemas() -> dict[str, Any]:
     """JSON Schemas of every contract model, sharing one `#/components/schemas` namespace."""
     models: list[type[BaseModel]] = [env.CommandEnvelope, env.CommandReply, env.QueryEnvelope, env.QueryReply,
                                      env.EventEnvelope, env.ErrorBody, env.Metadata]
     models += [*COMMANDS.values(), *QUERIES.values(), *RESULTS.values(), *EVENT_DATA.values()]
     keyed = [(m, "validation") for m in dict.fromkeys(models)]
-    _, top = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+    _, top = models_json_schema(keyed, ref_template="#/components/schemas/{model}", schema_generator=_Schema)
     schemas: dict[str, Any] = top.get("$defs", {})
     clash = sorted(name for name in schemas if "__" in name)
     if clash:  # pydantic qualifies the names of different models with the same class name
@@ -151,7 +158,7 @@ def build() -> dict[str, Any]:
             "name": ctype, "title": f"{ctype} command", "contentType": "application/json",
             "correlationId": _ref("correlationIds", "requestCorrelation"),
             "headers": _schema_ref("CommandHeaders"),
-            "summary": (model.__doc__ or "").strip() or f"The {ctype} command.",
+            "summary": " ".join((model.__doc__ or f"The {ctype} command.").split()),
             "payload": _with("CommandEnvelope", {"commandType": {"const": ctype}, "data": _schema_ref(model.__name__)}),
             "bindings": {"amqp": {"messageType": ctype, "bindingVersion": BINDING_VERSION}},
         }
@@ -177,7 +184,9 @@ def build() -> dict[str, Any]:
         messages[name] = {
             "name": qtype, "title": f"{qtype} query", "contentType": "application/json",
             "correlationId": _ref("correlationIds", "requestCorrelation"),
-            "summary": f"The {qtype} query; with minPosition it waits (at most maxWaitMs) for the views.",
+            "summary": " ".join((model.__doc__ or f"The {qtype} query.").split()),
+            "description": "With minPosition the service waits (at most maxWaitMs, default 5000) until the views have "
+                           "applied every event up to it, then answers (or answers stale).",
             "payload": _with("QueryEnvelope", {"queryType": {"const": qtype}, "parameters": _schema_ref(model.__name__)}),
             "bindings": {"amqp": {"messageType": qtype, "bindingVersion": BINDING_VERSION}},
         }
@@ -231,6 +240,7 @@ def build() -> dict[str, Any]:
             operations[f"send{etype}"] = {
                 "action": "send", "channel": {"$ref": f"#/channels/{cid}"},
                 "summary": f"The command service's outbox relay publishes {etype} (publisher confirms).",
+                "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": BINDING_VERSION}},
                 "messages": [{"$ref": f"#/channels/{cid}/messages/{name}"}],
             }
 

@@ -33,6 +33,9 @@ class _Data(BaseModel):
 
 
 class RegisterCustomer(_Data):
+    """Registers a customer. email valid; creditLimit >= 0; customerId new (else duplicate).
+    Role admin, or customer with userId = customerId. Emits CustomerRegistered."""
+
     customerId: Id | None = None
     name: Name
     email: Email
@@ -40,6 +43,9 @@ class RegisterCustomer(_Data):
 
 
 class AddProduct(_Data):
+    """Adds a product. price > 0; stock >= 0; productId new (else duplicate). Role admin.
+    Emits ProductAdded."""
+
     productId: Id | None = None
     name: Name
     price: Money
@@ -54,6 +60,9 @@ class AddProduct(_Data):
 
 
 class RestockProduct(_Data):
+    """Adds stock to a product. quantity > 0; expectedVersion is the product's version. Role
+    admin. Emits ProductRestocked."""
+
     productId: Id
     quantity: Annotated[StrictInt, Field(gt=0)]
 
@@ -71,6 +80,10 @@ class Address(_Data):
 
 
 class PlaceOrder(_Data):
+    """Places an order and reserves its stock. Customer and products exist; each product has
+    the stock; unit price = the product's price now; the customer's open amount + this total
+    <= creditLimit. Role admin, or customer with userId = customerId. Emits OrderPlaced."""
+
     orderId: Id | None = None
     customerId: Id
     items: Annotated[list[OrderItem], Field(min_length=1, max_length=100)]
@@ -86,20 +99,29 @@ class PlaceOrder(_Data):
 
 
 class ShipOrder(_Data):
+    """Ships an order in status placed. Role admin. Emits OrderShipped."""
+
     orderId: Id
     trackingNumber: _text(100)
 
 
 class DeliverOrder(_Data):
+    """Marks a shipped order delivered. Role admin. Emits OrderDelivered."""
+
     orderId: Id
 
 
 class CancelOrder(_Data):
+    """Cancels an order in status placed and releases its stock. Role admin, or the order's
+    customer. Emits OrderCancelled."""
+
     orderId: Id
     reason: _text(500)
 
 
 class RefundOrder(_Data):
+    """Refunds a delivered order (stock is not returned). Role admin. Emits OrderRefunded."""
+
     orderId: Id
     reason: _text(500)
 

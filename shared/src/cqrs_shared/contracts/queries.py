@@ -78,16 +78,24 @@ class _Range(BaseModel):
 
 
 class GetOrderDetails(_Params):
+    """One order as the views know it; with includeHistory its status history, oldest first."""
+
     orderId: Id
     includeHistory: StrictBool = False
 
 
 class ListCustomerOrders(_Paged):
+    """A customer's orders, newest first (an unknown customer gives an empty page)."""
+
     customerId: Id
     status: Status | None = None
 
 
 class SearchOrders(_Paged, _Range):
+    """Orders matching every given filter, newest first. text: case-insensitive substring of
+    the order id, customer name or email, or a product name. Date bounds are inclusive UTC
+    dates of placedAt; amount bounds inclusive."""
+
     text: StrictStr | None = Field(None, max_length=200)
     status: Status | None = None
     dateFrom: Date | None = None
@@ -97,21 +105,31 @@ class SearchOrders(_Paged, _Range):
 
 
 class GetCustomerSummary(_Params):
+    """Order counts and spending of one customer (not_found when the views know nothing of
+    it)."""
+
     customerId: Id
 
 
 class GetDailyOrderMetrics(_Params, _Range):
+    """Per UTC day of placedAt, for days with orders, ascending."""
+
     dateFrom: Date
     dateTo: Date
 
 
 class GetPopularProducts(_Params, _Range):
+    """Products by quantity sold in counting orders (not cancelled or refunded), desc, then
+    productId."""
+
     dateFrom: Date | None = None
     dateTo: Date | None = None
     limit: StrictInt = Field(10, ge=1, le=100)
 
 
 class GetProductAvailability(_Params):
+    """A product's unreserved stock and price (not_found until its ProductAdded is applied)."""
+
     productId: Id
 
 
