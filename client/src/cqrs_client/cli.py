@@ -51,7 +51,7 @@ def _run(coro: Any, amqp_url: str, as_json: bool) -> None:
     try:
         result = asyncio.run(coro)
     except BrokerUnavailable as exc:
-        err.print(f"[red]error:[/red] {exc}. Is RabbitMQ running? Set --amqp-url or AMQP_URL.", soft_wrap=True)
+        err.print(f"[red]error:[/red] {exc}; set --amqp-url or AMQP_URL", soft_wrap=True)
         raise typer.Exit(EXIT_BROKER)
     except (RequestTimeout, ServiceUnavailable) as exc:
         err.print(f"[red]error:[/red] {exc} (is the service running on {_safe(amqp_url)}?)", soft_wrap=True)
@@ -242,7 +242,7 @@ def dlq_list(amqp_url: str = AmqpUrl, as_json: bool = AsJson) -> None:
     try:
         summaries = asyncio.run(go())
     except BrokerUnavailable as exc:
-        err.print(f"[red]error:[/red] {exc}. Is RabbitMQ running? Set --amqp-url or AMQP_URL.", soft_wrap=True)
+        err.print(f"[red]error:[/red] {exc}; set --amqp-url or AMQP_URL", soft_wrap=True)
         raise typer.Exit(EXIT_BROKER)
     if as_json:
         _print([{"queue": s.queue, "count": s.count, "byError": dict(s.by_error)} for s in summaries], True)

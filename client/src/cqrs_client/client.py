@@ -159,7 +159,8 @@ class CqrsClient:
         try:
             self._connection = await asyncio.wait_for(aio_pika.connect_robust(self.amqp_url), self.connect_timeout)
         except Exception as exc:  # refused, DNS, auth, vhost, timeout: all mean "cannot use the broker"
-            raise BrokerUnavailable(f"cannot reach RabbitMQ at {_safe(self.amqp_url)}: {exc or type(exc).__name__}") from exc
+            raise BrokerUnavailable(f"cannot reach RabbitMQ at {_safe(self.amqp_url)}: "
+                                    f"{_connect_problem(exc, self.connect_timeout)}") from exc
         await self._open_channel()
 
     async def _open_channel(self) -> AbstractChannel:
@@ -272,6 +273,21 @@ class CqrsClient:
         if reply.get("status") != "ok":
             raise error_from_reply(reply)
         return reply
+
+
+def _connect_problem(exc: BaseException, timeout: float) -> str:
+    """What went wrong while connecting, in words that say what to check."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, aio_pika.exceptions.ProbableAuthenticationError) or "ACCESS_REFUSED" in text:
+        return "login refused (check the user name and password in the URL)"
+    if "Connection.Close" in text or "NOT_ALLOWED" in text:
+        return ("the broker refused to open the connection (does the vhost in the URL exist, and may this user "
+                "use it?)")
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer within {timeout:g} s (is RabbitMQ running, and is the host reachable?)"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return f"unknown host ({text})"
+    return f"{text} (is RabbitMQ running?)"
 
 
 def _safe(url: str) -> str:
