@@ -92,3 +92,17 @@ def test_param_values_follow_the_parameter_types():
     assert _parse_value("true", keep_string="includeHistory" in _string_params("GetOrderDetails")) is True
     r = cqrsctl("query", "GetOrderDetails", "-p", "orderId=123", "-p", "includeHistory=true")
     assert r.exit_code == 2  # valid locally (orderId "123", includeHistory true): it went for the broker
+
+
+def test_command_fields_from_flags_on_top_of_data():
+    from cqrs_client.cli import _string_fields
+
+    assert {"orderId", "trackingNumber"} <= _string_fields("ShipOrder", "command")
+    assert "quantity" not in _string_fields("RestockProduct", "command")
+    r = cqrsctl("command", "RestockProduct", "-f", "productId=42", "-f", "quantity=0", "-u", "admin", "-r", "admin")
+    assert r.exit_code == 1 and "data.quantity" in r.stderr and "data.productId" not in r.stderr  # "42" is an id
+    r = cqrsctl("command", "ShipOrder", "-d", '{"orderId": "o1"}', "-f", "trackingNumber=T-1", "-u", "admin", "-r",
+                "admin")
+    assert r.exit_code == 2 and "cannot reach RabbitMQ" in r.stderr  # valid: it went for the broker
+    r = cqrsctl("command", "ShipOrder", "-u", "admin")
+    assert r.exit_code != 0 and "--data" in r.output + r.stderr

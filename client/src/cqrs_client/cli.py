@@ -93,11 +93,27 @@ def _load_data(data: str) -> dict[str, Any]:
     return _load_json_object(data, "--data")
 
 
+def _pairs(items: list[str], strings: set[str], option: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r} is not k=v", param_hint=option)
+        k, v = item.split("=", 1)
+        out[k] = _parse_value(v, keep_string=k in strings)
+    return out
+
+
 def _string_params(query_type: str) -> set[str]:
-    """Parameters of the query that are strings in the contract (ids, dates, money, text)."""
+    return _string_fields(query_type, "query")
+
+
+def _string_fields(type_name: str, kind: str) -> set[str]:
+    """Fields of a command's data / a query's parameters that are strings in the contract (ids,
+    dates, money, text): their k=v values are taken as text (orderId=123 is the id "123")."""
+    from cqrs_shared.contracts.commands import COMMANDS
     from cqrs_shared.contracts.queries import QUERIES
 
-    model = QUERIES.get(query_type)
+    model = (COMMANDS if kind == "command" else QUERIES).get(type_name)
     if model is None:
         return set()
     props = model.model_json_schema().get("properties", {})
@@ -119,7 +135,10 @@ def _parse_value(v: str, keep_string: bool = False) -> Any:
 @app.command()
 def command(
     command_type: str = typer.Argument(..., help="e.g. PlaceOrder"),
-    data: str = typer.Option(..., "--data", "-d", help="JSON object, @file.json, or - for standard input"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="JSON object, @file.json, or - for standard input"),
+    field: list[str] = typer.Option([], "--field", "-f",
+                                    help="k=v (repeatable) set on top of --data; v parsed as JSON when possible, "
+                                         "kept as text for text fields"),
     user_id: str = typer.Option(..., "--user-id", "-u", help="userId of the envelope"),
     role: list[str] = typer.Option([], "--role", "-r", help="role (repeatable): admin, customer"),
     expected_version: Optional[int] = typer.Option(None, "--expected-version"),
@@ -130,7 +149,10 @@ def command(
     as_json: bool = AsJson,
 ) -> None:
     """Send a command; prints the reply. Exit 1 when rejected, 2 when the broker/service is unreachable."""
-    payload = _load_data(data)
+    if data is None and not field:
+        raise typer.BadParameter("give the command's data with --data and/or --field k=v", param_hint="--data")
+    payload = _load_data(data) if data is not None else {}
+    payload.update(_pairs(field, _string_fields(command_type, "command"), "--field"))
 
     async def go() -> dict[str, Any]:
         from .client import validate_command
@@ -159,12 +181,7 @@ def query(
 ) -> None:
     """Run a query; prints the reply (result and position). Exit 1 on an error reply, 2 when unreachable."""
     params: dict[str, Any] = _load_json_object(params_json, "--params") if params_json is not None else {}
-    strings = _string_params(query_type)
-    for p in param:
-        if "=" not in p:
-            raise typer.BadParameter(f"{p!r} is not k=v", param_hint="--param")
-        k, v = p.split("=", 1)
-        params[k] = _parse_value(v, keep_string=k in strings)
+    params.update(_pairs(param, _string_params(query_type), "--param"))
 
     async def go() -> dict[str, Any]:
         from .client import validate_query
