@@ -94,3 +94,30 @@ def test_typed_command_data_round_trips_to_the_wire_shape():
     wire = order.model_dump(mode="json", exclude_none=True)
     assert wire == {"customerId": "c1", "items": [{"productId": "p", "quantity": 2}], "shippingAddress": ADDRESS}
     assert c.PlaceOrder.model_validate(wire) == order
+
+
+def test_every_error_code_has_a_typed_client_exception():
+    from cqrs_client.errors import ERRORS_BY_CODE
+    from cqrs_shared.contracts import errors
+
+    codes = {v for k, v in vars(errors).items() if k.isupper() and isinstance(v, str)}
+    assert codes == set(ERRORS_BY_CODE)
+
+
+def test_protocol_doc_names_every_type_parameter_and_error_code():
+    """docs/protocol.md must be enough for a client in another language: it names every
+    command and its data fields, every query and its parameters, every event and error code."""
+    import re
+    from pathlib import Path
+
+    from cqrs_shared.contracts import errors
+    from cqrs_shared.contracts.events import EVENT_DATA
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (\w+) \| ([^|]*) \|", text, re.M)}
+    for name, model in [*c.COMMANDS.items(), *QUERIES.items(), *EVENT_DATA.items()]:
+        assert name in rows, f"{name} has no row in docs/protocol.md"
+        for field in model.model_fields:
+            assert re.search(rf"\b{field}\b", rows[name]), f"{name}.{field} missing from its row in docs/protocol.md"
+    for code in (v for k, v in vars(errors).items() if k.isupper() and isinstance(v, str)):
+        assert f"`{code}`" in text, code
