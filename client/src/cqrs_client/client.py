@@ -13,6 +13,7 @@ import aio_pika.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import BaseModel, ValidationError
 
+from cqrs_shared import tracing
 from cqrs_shared.contracts.commands import COMMANDS
 from cqrs_shared.contracts.errors import details_from
 from cqrs_shared.contracts.queries import QUERIES, parameters_of
@@ -207,9 +208,24 @@ class CqrsClient:
 
     async def call(self, exchange: str, routing_key: str, body: dict[str, Any], *, timeout: float,
                    headers: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Publishes one request and waits for its reply (raw dict, whatever its status)."""
+        """Publishes one request and waits for its reply (raw dict, whatever its status).
+
+        The request is sent in a CLIENT span (`<type> send`, child of the caller's current
+        span) whose trace context travels in the `traceparent` header."""
         if self._connection is None:
             raise RuntimeError("client not started")
+        with tracing.span(f"{routing_key} send", kind=tracing.SpanKind.CLIENT, attributes={
+                "messaging.system": "rabbitmq", "messaging.operation": "publish",
+                "messaging.destination.name": exchange or "(default)",
+                "messaging.rabbitmq.destination.routing_key": routing_key}) as span:
+            reply = await self._call(exchange, routing_key, body, timeout=timeout,
+                                     headers=tracing.inject(dict(headers or {})))
+            if reply.get("status") not in ("ok", "accepted"):
+                tracing.mark_error(span, str((reply.get("error") or {}).get("code")))
+            return reply
+
+    async def _call(self, exchange: str, routing_key: str, body: dict[str, Any], *, timeout: float,
+                    headers: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel
         if channel is None or channel.is_closed:
             # the broker closed it (e.g. a publish to an exchange that does not exist yet)
@@ -225,7 +241,7 @@ class CqrsClient:
                 self._exchanges[exchange] = ex
             await ex.publish(
                 aio_pika.Message(body=_dumps(body), content_type="application/json", correlation_id=corr,
-                                 reply_to=REPLY_TO, headers=headers or {},
+                                 reply_to=REPLY_TO, headers=headers,
                                  delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
                 routing_key=routing_key, mandatory=False,
             )
@@ -258,15 +274,19 @@ class CqrsClient:
 
     async def query(self, query: str | BaseModel, parameters: dict[str, Any] | None = None, *,
                     min_position: int | None = None, max_wait_ms: int | None = None,
-                    timeout: float | None = None, query_id: str | None = None, validate: bool = True) -> dict[str, Any]:
+                    timeout: float | None = None, query_id: str | None = None, validate: bool = True,
+                    correlation_id: str | None = None) -> dict[str, Any]:
         """Runs a query; returns the ok reply ({"result", "position", ...}) or raises.
 
-        `query` is a query type with its `parameters`, or a model of cqrs_shared.contracts.queries."""
+        `query` is a query type with its `parameters`, or a model of cqrs_shared.contracts.queries.
+        `correlation_id` goes to `metadata.correlationId` (logged by the query service)."""
         query_type, parameters = query_type_and_parameters(query, parameters)
         if validate:
             validate_query(query_type, parameters)
         body = query_body(query_type, parameters, min_position=min_position, max_wait_ms=max_wait_ms,
                           query_id=query_id)
+        if correlation_id:
+            body["metadata"] = {"correlationId": correlation_id}
         if timeout is None:  # the service may wait up to maxWaitMs before answering
             timeout = (max_wait_ms if max_wait_ms is not None else 5000) / 1000 + 10
         reply = await self.call(QUERIES_EXCHANGE, query_type, body, timeout=timeout)

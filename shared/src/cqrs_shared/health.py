@@ -6,7 +6,8 @@
 - ``/livez``: 200 while the process (its event loop) runs.
 - ``/readyz``: 200 when every check returns true, else 503 with a JSON body naming the
   failing checks. A check may be sync or async; an exception or a timeout counts as false.
-- ``/metrics``: Prometheus text from prometheus_client when it is importable, else 404.
+- ``/metrics``: Prometheus text from prometheus_client when it is importable, else 404;
+  the refreshers of cqrs_shared.metrics (queue depths, outbox backlog) run first.
 """
 
 from __future__ import annotations
@@ -105,5 +106,8 @@ class HealthServer:
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
             except ImportError:
                 return "404 Not Found", "text/plain", b"prometheus_client is not installed\n"
+            from cqrs_shared import metrics
+
+            await metrics.refresh(self.check_timeout)  # values read from the broker / database
             return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
         return "404 Not Found", "text/plain", b"not found\n"

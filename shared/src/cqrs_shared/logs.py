@@ -1,6 +1,6 @@
 """Structured JSON logs: one JSON object per line on stderr, with the service, the instance
 and whatever identifies the message being handled (correlationId, causationId, commandId,
-eventId, queryId, messageId), so one request can be followed across the three services
+eventId, queryId, messageId) and the trace (traceId, spanId), so one request can be followed across the three services
 with a single filter, e.g. `jq 'select(.correlationId == "corr_abc")'`.
 
 The identifiers live in a context variable: each message is handled in its own asyncio task,
@@ -15,6 +15,8 @@ import sys
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
+
+from cqrs_shared.tracing import trace_ids
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("cqrs_log_context", default={})
 
@@ -42,6 +44,9 @@ class _ContextFilter(logging.Filter):
         record.instance = self.instance
         for key, value in _context.get().items():
             setattr(record, key, value)
+        ids = trace_ids()
+        if ids is not None:
+            record.traceId, record.spanId = ids
         return True
 
 

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from cqrs_shared import logs
+from cqrs_shared import logs, tracing
 from cqrs_shared.settings import CommonSettings
 
 
@@ -19,6 +19,7 @@ class Stoppable(Protocol):
 
 def serve(name: str, settings: CommonSettings, build: Callable[[Any], Awaitable[Stoppable]]) -> None:
     logs.configure(name, settings.instance, settings.log_level)
+    tracing.configure(name, settings.instance)  # OTEL_TRACES_EXPORTER, off by default
     log = logging.getLogger(name)
 
     async def run() -> None:
@@ -31,5 +32,6 @@ def serve(name: str, settings: CommonSettings, build: Callable[[Any], Awaitable[
         await stop.wait()
         log.info("%s stopping", name)
         await service.stop()
+        tracing.shutdown()
 
     asyncio.run(run())

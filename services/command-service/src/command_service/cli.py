@@ -6,7 +6,7 @@ import asyncio
 
 import typer
 
-from cqrs_shared import logs
+from cqrs_shared import logs, tracing
 
 from command_service.config import CommandSettings
 
@@ -20,7 +20,11 @@ def serve() -> None:
 
     settings = CommandSettings()
     logs.configure("command-service", settings.instance, settings.log_level)
-    asyncio.run(App(settings).serve_until_signal())
+    tracing.configure("command-service", settings.instance)  # OTEL_TRACES_EXPORTER, off by default
+    try:
+        asyncio.run(App(settings).serve_until_signal())
+    finally:
+        tracing.shutdown()
 
 
 @app.command()

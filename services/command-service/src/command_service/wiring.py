@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from command_service.adapters.amqp import command_consumer
 from command_service.adapters.postgres import PgCommandStore, create_pool
-from command_service.adapters.relay import OutboxRelay
+from command_service.adapters.relay import OutboxRelay, refresh_outbox_metrics
 from command_service.adapters.replay import replay_consumer
 from command_service.application.service import CommandService
 from command_service.config import CommandSettings
+from cqrs_shared import metrics
 from cqrs_shared.health import HealthServer
 from cqrs_shared.messaging.connection import connect
 
@@ -55,6 +56,7 @@ class App:
         health = HealthServer(s.health_port, {"amqp": lambda: not connection.is_closed, "postgres": db_ready,
                                               "relay": lambda: relay.healthy})
         self.health = health
+        remove_refresher = metrics.on_scrape(lambda: refresh_outbox_metrics(pool))
         if s.health_port >= 0:
             await health.start()
         await consumer.start()
@@ -66,6 +68,7 @@ class App:
         log.info("command-service stopping")
         if s.health_port >= 0:
             await health.stop()
+        remove_refresher()
         await consumer.stop()
         await replayer.stop()
         await relay.stop()

@@ -9,6 +9,7 @@ from cqrs_shared.health import HealthServer
 
 from projector_service.adapters.amqp import connect_amqp, make_consumer, request_replay
 from projector_service.adapters.mongo import MongoViewStore, connect_mongo, mongo_ready, ensure_indexes
+from projector_service.adapters.progress import ObservedViewStore, ProjectionProgress
 from projector_service.application.projector import Projector
 from projector_service.config import ProjectorSettings
 
@@ -33,8 +34,10 @@ async def build(settings: ProjectorSettings) -> ProjectorApp:
     db = mongo[settings.mongo_db]
     await ensure_indexes(db)
     connection = await connect_amqp(settings.amqp_url)
-    store = MongoViewStore(db)
-    consumer = make_consumer(connection, Projector(store), prefetch=settings.prefetch)
+    progress = ProjectionProgress()
+    store = ObservedViewStore(MongoViewStore(db), progress)
+    await store.advance_watermark()  # the metrics start from the stored watermark
+    consumer = make_consumer(connection, Projector(store), prefetch=settings.prefetch, progress=progress)
     await consumer.start()
     if settings.catch_up_on_start:
         await request_replay(connection, await store.advance_watermark() + 1)

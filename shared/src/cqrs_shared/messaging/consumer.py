@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
-from cqrs_shared import logs
+from cqrs_shared import logs, metrics, tracing
 from cqrs_shared.messaging.rpc import send_reply
 from cqrs_shared.messaging.topology import declare_consumed_queue
 from cqrs_shared.timeutil import iso_ms, utcnow
@@ -74,6 +75,7 @@ class QueueConsumer:
         key_of: Callable[[AbstractIncomingMessage], str | None] | None = None,
         on_give_up: GiveUp | None = None,
         on_deadline: Callable[[AbstractIncomingMessage], Awaitable[None]] | None = None,
+        type_of: Callable[[AbstractIncomingMessage], str] | None = None,
     ) -> None:
         self._connection = connection
         self._spec = spec
@@ -88,15 +90,24 @@ class QueueConsumer:
         self._channel: AbstractRobustChannel | None = None
         self._tag: str | None = None
         self._queue = None
+        # metrics label of a message: its routing key when it is one the queue is bound to
+        self._type_of = type_of or self._routing_key_label
+        self._known_keys = frozenset(k for k in spec.routing_keys if "*" not in k and "#" not in k)
+        self._in_flight = metrics.IN_FLIGHT.labels(service, spec.name)
+        self._depth = QueueDepth(connection, spec)
+        self._remove_refresher = lambda: None
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=self._prefetch)
         self._queue = await declare_consumed_queue(self._channel, self._spec)
         self._tag = await self._queue.consume(self._on_message)
+        self._remove_refresher = metrics.on_scrape(self._depth.refresh)
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Stop taking messages, finish what is held, then close the channel."""
+        self._remove_refresher()
+        await self._depth.close()
         if self._queue is not None and self._tag is not None:
             try:
                 await self._queue.cancel(self._tag)
@@ -139,7 +150,34 @@ class QueueConsumer:
             if self._tails.get(key) is mine:
                 del self._tails[key]
 
+    def _routing_key_label(self, message: AbstractIncomingMessage) -> str:
+        return metrics.label(original_routing_key(message), self._known_keys)
+
     async def _process(self, message: AbstractIncomingMessage) -> None:
+        """Handles one message inside a CONSUMER span whose parent is the trace context of
+        its headers, and counts it (metrics labelled by service, queue, type, outcome)."""
+        kind = self._type_of(message)
+        with tracing.span(f"{kind} process", kind=tracing.SpanKind.CONSUMER, parent=message.headers, attributes={
+            "messaging.system": "rabbitmq", "messaging.operation": "process",
+            "messaging.destination.name": self._spec.name,
+            "messaging.rabbitmq.destination.routing_key": original_routing_key(message),
+            "messaging.message.id": message.message_id,
+            "messaging.message.conversation_id": message.correlation_id,
+            "cqrs.attempt": self._attempts(message),
+        }) as span:
+            self._in_flight.inc()
+            started = time.perf_counter()
+            try:
+                outcome = await self._process_in_span(message)
+            finally:
+                self._in_flight.dec()
+                metrics.HANDLER_SECONDS.labels(self._service, self._spec.name, kind).observe(
+                    time.perf_counter() - started)
+            metrics.CONSUMED.labels(self._service, self._spec.name, kind, outcome).inc()
+            if outcome != "acked":
+                tracing.mark_error(span, outcome)
+
+    async def _process_in_span(self, message: AbstractIncomingMessage) -> str:
         logs.bind(messageId=message.message_id, routingKey=original_routing_key(message),
                   amqpCorrelationId=message.correlation_id)
         if self._on_deadline is not None and deadline_passed(message):
@@ -148,18 +186,20 @@ class QueueConsumer:
                 await self._on_deadline(message)
             finally:
                 await message.ack()
-            return
+            return "expired"
         try:
             await self._handler(message)
         except PermanentFailure as exc:
             await self._dead_letter(message, exc, permanent=True)
+            return "dead_lettered"
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # transient: retry with backoff
             log.warning("transient failure on %s: %r", self._spec.name, exc)
-            await self._retry(message, exc)
+            return await self._retry(message, exc)
         else:
             await message.ack()
+            return "acked"
 
     def _attempts(self, message: AbstractIncomingMessage) -> int:
         return int((message.headers or {}).get("x-attempts", 0)) + 1
@@ -181,12 +221,12 @@ class QueueConsumer:
             expiration=message.expiration,
         )
 
-    async def _retry(self, message: AbstractIncomingMessage, exc: BaseException) -> None:
+    async def _retry(self, message: AbstractIncomingMessage, exc: BaseException) -> str:
         attempts = self._attempts(message)
         delays = self._spec.retry_delays_ms
         if attempts > len(delays):
             await self._dead_letter(message, exc, permanent=False)
-            return
+            return "dead_lettered"
         headers = dict(message.headers or {})
         headers["x-attempts"] = attempts
         headers.setdefault("x-first-failure-at", iso_ms(utcnow()))
@@ -197,6 +237,7 @@ class QueueConsumer:
             self._copy(message, headers), routing_key=self._spec.retry_queue(delays[attempts - 1])
         )
         await message.ack()
+        return "retried"
 
     async def _dead_letter(self, message: AbstractIncomingMessage, exc: BaseException, *, permanent: bool) -> None:
         if self._on_give_up is not None:
@@ -219,3 +260,49 @@ class QueueConsumer:
         assert self._channel is not None
         await self._channel.default_exchange.publish(self._copy(message, headers), routing_key=self._spec.dlq)
         await message.ack()
+
+
+class QueueDepth:
+    """Reads a consumed queue's depth, its retry queues' and its DLQ's from the broker
+    (passive declares on a channel of its own, so a missing queue cannot close the
+    consumer's channel) into the cqrs_queue_* / cqrs_dlq_messages gauges; run at scrape."""
+
+    def __init__(self, connection: AbstractRobustConnection, spec: ConsumedQueue) -> None:
+        self._connection = connection
+        self._spec = spec
+        self._channel: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _count(self, name: str) -> tuple[int, int]:
+        queue = await self._channel.declare_queue(name, passive=True, robust=False)
+        result = queue.declaration_result
+        return result.message_count or 0, result.consumer_count or 0
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            if self._connection.is_closed:
+                return
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self._connection.channel()
+            spec = self._spec
+            try:
+                ready, consumers = await self._count(spec.name)
+                metrics.QUEUE_MESSAGES.labels(spec.name).set(ready)
+                metrics.QUEUE_CONSUMERS.labels(spec.name).set(consumers)
+                metrics.DLQ_MESSAGES.labels(spec.name).set((await self._count(spec.dlq))[0])
+                retrying = 0
+                for delay in spec.retry_delays_ms:
+                    retrying += (await self._count(spec.retry_queue(delay)))[0]
+                metrics.RETRY_MESSAGES.labels(spec.name).set(retrying)
+            except Exception:
+                self._channel = None  # a failed passive declare closes the channel
+                raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._channel is not None and not self._channel.is_closed:
+                try:
+                    await self._channel.close()
+                except Exception:  # noqa: BLE001 - the connection may be gone
+                    pass
+            self._channel = None

@@ -13,6 +13,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from command_service.application.ports import ReplyExists, Tx
 from command_service.domain.model import Customer, Order, OrderLine, Product
+from cqrs_shared import tracing
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,12 @@ class PgTx(Tx):
         return row["value"], row["at"]
 
     async def insert_events(self, envelopes: list[dict[str, Any]], at: datetime) -> None:
+        trace_context = tracing.carrier()  # the command's trace, continued by the relay
         await self.conn.executemany(
-            "INSERT INTO events (position, event_id, aggregate_type, aggregate_id, version, event_type, envelope, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            [(e["position"], e["eventId"], e["aggregateType"], e["aggregateId"], e["version"], e["eventType"], e, at)
-             for e in envelopes])  # the events_notify_outbox trigger wakes the relay at commit
+            "INSERT INTO events (position, event_id, aggregate_type, aggregate_id, version, event_type, envelope, "
+            "created_at, trace_context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            [(e["position"], e["eventId"], e["aggregateType"], e["aggregateId"], e["version"], e["eventType"], e, at,
+              trace_context) for e in envelopes])  # the events_notify_outbox trigger wakes the relay at commit
 
     async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any]) -> None:
         try:

@@ -16,11 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from contextlib import ExitStack
+from datetime import datetime, timezone
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
+from cqrs_shared import metrics, tracing
 from cqrs_shared.messaging.topology import declare_exchanges
 from cqrs_shared.topology import EVENTS_EXCHANGE
 
@@ -30,7 +34,8 @@ RELAY_LOCK_KEY = 0x0C9F5_0B0C  # advisory lock id of the outbox relay
 
 
 # what both the relay and the replay read of a stored event
-EVENT_COLUMNS = "position, envelope::text AS envelope, aggregate_type, aggregate_id, event_type, event_id"
+EVENT_COLUMNS = ("position, envelope::text AS envelope, aggregate_type, aggregate_id, event_type, event_id, "
+                 "created_at, trace_context")
 
 
 def routing_key_of(row) -> str:
@@ -39,7 +44,8 @@ def routing_key_of(row) -> str:
 
 def event_message(row, **extra_headers) -> aio_pika.Message:
     """A stored event as published: persistent, message_id = eventId, with the headers that
-    consumers order and deduplicate by."""
+    consumers order and deduplicate by, and the current trace context (`traceparent`)."""
+    extra_headers = tracing.inject(dict(extra_headers))
     return aio_pika.Message(
         body=row["envelope"].encode(),
         content_type="application/json",
@@ -48,6 +54,25 @@ def event_message(row, **extra_headers) -> aio_pika.Message:
         type=row["event_type"],
         headers={"x-aggregate-id": row["aggregate_id"], "x-position": row["position"], **extra_headers},
     )
+
+
+def _stored_context(row) -> dict[str, str]:
+    stored = row["trace_context"]
+    if isinstance(stored, str):  # a connection without the jsonb codec
+        import json
+        stored = json.loads(stored)
+    return stored if isinstance(stored, dict) else {}
+
+
+async def refresh_outbox_metrics(pool) -> None:
+    """Outbox backlog, the age of its oldest event and the store's head position (read at
+    scrape time; the partial index on unpublished events keeps it cheap)."""
+    row = await pool.fetchrow(
+        "SELECT count(*) AS backlog, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age, "
+        "(SELECT coalesce(max(position), 0) FROM events) AS head FROM events WHERE published_at IS NULL")
+    metrics.OUTBOX_BACKLOG.set(row["backlog"])
+    metrics.OUTBOX_OLDEST_AGE.set(max(row["age"], 0.0))
+    metrics.EVENT_STORE_POSITION.set(row["head"])
 
 
 class OutboxRelay:
@@ -127,8 +152,27 @@ class OutboxRelay:
         if not rows:
             return 0
         # Published in position order on one channel (the broker keeps that order); all
-        # confirms are awaited before anything is marked.
-        await asyncio.gather(*(exchange.publish(event_message(r), routing_key=routing_key_of(r)) for r in rows))
+        # confirms are awaited before anything is marked. Each event is published in a
+        # PRODUCER span whose parent is the trace of the command that appended it.
+        started = time.perf_counter()
+        with ExitStack() as spans:
+            messages = []
+            for r in rows:
+                rk = routing_key_of(r)
+                spans.enter_context(tracing.span(
+                    f"{rk} publish", kind=tracing.SpanKind.PRODUCER, parent=_stored_context(r), attributes={
+                        "messaging.system": "rabbitmq", "messaging.operation": "publish",
+                        "messaging.destination.name": EVENTS_EXCHANGE,
+                        "messaging.rabbitmq.destination.routing_key": rk,
+                        "messaging.message.id": str(r["event_id"]), "cqrs.position": r["position"]}))
+                messages.append(event_message(r))
+            await asyncio.gather(*(exchange.publish(m, routing_key=routing_key_of(r)) for m, r in zip(messages, rows)))
+        confirmed = datetime.now(timezone.utc)
+        metrics.OUTBOX_PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        for r in rows:
+            metrics.OUTBOX_PUBLISHED.labels(r["event_type"]).inc()
+            if r["created_at"] is not None:
+                metrics.OUTBOX_DELAY_SECONDS.observe(max((confirmed - r["created_at"]).total_seconds(), 0.0))
         if self._crash_after_publish:
             log.error("fault injection: exiting after publish, before marking published")
             os._exit(17)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import aio_pika
@@ -10,10 +11,12 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import ValidationError
 
+from cqrs_shared import logs, metrics
 from cqrs_shared.contracts.envelopes import EventEnvelope
 from cqrs_shared.messaging.consumer import PermanentFailure, QueueConsumer
 from cqrs_shared.topology import INTERNAL_EXCHANGE, PROJECTOR_QUEUE, REPLAY_ROUTING_KEY
 
+from projector_service.adapters.progress import ProjectionProgress
 from projector_service.application.projector import Projector
 from projector_service.domain.orders import KNOWN_EVENTS, InvalidEvent
 
@@ -47,16 +50,41 @@ def aggregate_key(message: AbstractIncomingMessage) -> str | None:
     return agg if isinstance(agg, str) else None
 
 
-def make_consumer(connection: AbstractRobustConnection, projector: Projector, *, prefetch: int) -> QueueConsumer:
+def committed_at(event: EventEnvelope) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(event.timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def event_type_label(message: AbstractIncomingMessage) -> str:
+    """Metrics label: the event type (AMQP `type`, set by the relay) when it is a known one."""
+    return metrics.label(message.type, KNOWN_EVENTS)
+
+
+def make_consumer(connection: AbstractRobustConnection, projector: Projector, *, prefetch: int,
+                  progress: ProjectionProgress | None = None) -> QueueConsumer:
     async def handler(message: AbstractIncomingMessage) -> None:
         event = parse_event(message.body)
+        logs.bind(eventId=event.eventId, eventType=event.eventType, aggregateId=event.aggregateId,
+                  position=event.position, correlationId=event.correlationId, causationId=event.causationId)
+        at = committed_at(event)
+        fresh = progress is not None and at is not None and event.position > progress.watermark
+        if fresh:
+            progress.received(event.position, at)
         try:
-            await projector.handle(event)
+            changed = await projector.handle(event)
         except InvalidEvent as exc:
             raise PermanentFailure(str(exc)) from exc
+        # "changed": the order view changed; "unchanged": a duplicate, or an event that only
+        # sets customer/product views (idempotent writes)
+        metrics.PROJECTED.labels(event.eventType, "changed" if changed else "unchanged").inc()
+        if fresh:
+            progress.applied(at)
 
     return QueueConsumer(connection, PROJECTOR_QUEUE, handler, service=SERVICE,
-                         prefetch=prefetch, key_of=aggregate_key)
+                         prefetch=prefetch, key_of=aggregate_key, type_of=event_type_label)
 
 
 async def request_replay(connection: AbstractRobustConnection, from_position: int) -> None:

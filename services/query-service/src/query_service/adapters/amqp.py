@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from cqrs_shared import logs, metrics
 from cqrs_shared.contracts.errors import INTERNAL_ERROR, error_body
 from cqrs_shared.messaging.consumer import QueueConsumer, original_routing_key
 from cqrs_shared.messaging.rpc import send_reply
-from cqrs_shared.topology import QUERY_QUEUE
+from cqrs_shared.topology import QUERY_QUEUE, QUERY_TYPES
 
 from query_service.application.service import QueryService
 
@@ -20,10 +22,39 @@ log = logging.getLogger(__name__)
 SERVICE = "query-service"
 
 
+def bind_ids(body: bytes) -> None:
+    """Log context of one query: queryId, queryType and, when the envelope carries
+    `metadata.correlationId` (optional, see docs/protocol.md), correlationId."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return
+    if not isinstance(raw, dict):
+        return
+    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    logs.bind(**{k: v[:200] for k, v in (("queryId", raw.get("queryId")), ("queryType", raw.get("queryType")),
+                                          ("correlationId", meta.get("correlationId"))) if isinstance(v, str)})
+
+
+def outcome(reply: dict[str, Any]) -> str:
+    """`ok`, or the error code (a bounded set)."""
+    if reply.get("status") == "ok":
+        return "ok"
+    return str((reply.get("error") or {}).get("code") or "error")
+
+
 def make_consumer(connection: AbstractRobustConnection, reply_channel: AbstractChannel,
                   service: QueryService, *, prefetch: int) -> QueueConsumer:
     async def handler(message: AbstractIncomingMessage) -> None:
-        body = await service.handle(message.body, original_routing_key(message))
+        routing_key = original_routing_key(message)
+        bind_ids(message.body)
+        started = time.perf_counter()
+        body = await service.handle(message.body, routing_key)
+        kind = metrics.label(routing_key, QUERY_TYPES)
+        metrics.QUERY_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        metrics.QUERIES.labels(kind, outcome(body)).inc()
+        if isinstance(body.get("position"), int):
+            metrics.QUERY_VIEW_POSITION.set(body["position"])
         await send_reply(reply_channel, message, body)
 
     async def on_give_up(message: AbstractIncomingMessage, exc: BaseException) -> None:
@@ -33,6 +64,7 @@ def make_consumer(connection: AbstractRobustConnection, reply_channel: AbstractC
             query_id = raw.get("queryId") if isinstance(raw.get("queryId"), str) else None
         except Exception:
             pass
+        metrics.QUERIES.labels(metrics.label(original_routing_key(message), QUERY_TYPES), INTERNAL_ERROR).inc()
         await send_reply(reply_channel, message, {
             "queryId": query_id, "status": "error", "result": None, "position": None,
             "error": error_body(INTERNAL_ERROR, "the query could not be processed"),
