@@ -349,6 +349,91 @@ def asyncapi(
         err.print(f"wrote {output}")
 
 
+@app.command()
+def status(
+    amqp_url: str = AmqpUrl,
+    command_url: str = typer.Option("http://127.0.0.1:8081", "--command-url", envvar="CQRS_COMMAND_SERVICE_URL",
+                                    help="command service's HTTP port (/readyz, /metrics); empty skips it"),
+    projector_url: str = typer.Option("http://127.0.0.1:8082", "--projector-url", envvar="CQRS_PROJECTOR_SERVICE_URL",
+                                      help="projector service's HTTP port; empty skips it"),
+    query_url: str = typer.Option("http://127.0.0.1:8083", "--query-url", envvar="CQRS_QUERY_SERVICE_URL",
+                                  help="query service's HTTP port; empty skips it"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for scripts)."),
+) -> None:
+    """The system at a glance: each service's health, queue depths, DLQ counts, outbox
+    backlog and projection lag. Exit code 0 when every service is ready, 1 when one is
+    not (or cannot be reached), 2 when the broker cannot be reached."""
+    from . import status as st
+
+    urls = {"command-service": command_url, "projector-service": projector_url, "query-service": query_url}
+
+    async def go() -> dict[str, Any]:
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            return await st.collect(c.connection, urls)
+
+    _quiet_libraries()
+    try:
+        report = asyncio.run(go())
+    except BrokerUnavailable as exc:
+        if as_json:
+            _print({"error": str(exc), "broker": _safe(amqp_url)}, True)
+        err.print(f"[red]error:[/red] {exc}; set --amqp-url or AMQP_URL", soft_wrap=True)
+        raise typer.Exit(EXIT_BROKER)
+    report = {"broker": _safe(amqp_url), **report}
+    if as_json:
+        _print(report, True)
+    else:
+        _print_status(report)
+    if not st.healthy(report):
+        raise typer.Exit(1)
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    services = Table(title=f"Services (broker {report['broker']})")
+    for col in ("service", "health", "details", "url"):
+        services.add_column(col)
+    for s in report["services"]:
+        if not s["reachable"]:
+            health = f"[red]unreachable[/red] ({s['error']})"
+        elif s["ready"]:
+            health = "[green]ready[/green]"
+        else:
+            health = f"[red]not ready[/red]: {', '.join(s['failing'])}"
+        details = []
+        if "outboxBacklog" in s:
+            details.append(f"outbox backlog {_fmt(s['outboxBacklog'])} (oldest {_fmt(s['outboxOldestAgeSeconds'])} s), "
+                           f"head position {_fmt(s['eventStorePosition'])}")
+        for p in s.get("projections", []):
+            details.append(f"view {p['view']}: position {_fmt(p.get('position'))}, lag {_fmt(p.get('lagEvents'))} "
+                           f"events / {_fmt(p.get('lagSeconds'))} s")
+        if "viewPosition" in s:
+            details.append(f"views at position {_fmt(s['viewPosition'])}")
+        services.add_row(s["service"], health, "\n".join(details), s["url"])
+    out.print(services)
+    queues = Table(title="Queues")
+    for col in ("queue", "ready", "consumers", "retrying", "dead letters"):
+        queues.add_column(col, justify="left" if col == "queue" else "right")
+    for q in report["queues"]:
+        if not q["exists"]:
+            queues.add_row(q["queue"], "[yellow]not declared[/yellow]", "-", "-", "-")
+            continue
+        dl = q["deadLetters"]
+        queues.add_row(q["queue"], str(q["messages"]),
+                       str(q["consumers"]) if q["consumers"] else "[red]0[/red]", str(q["retrying"]),
+                       f"[red]{dl}[/red]" if dl else "0")
+    out.print(queues)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
