@@ -99,6 +99,8 @@ def inject(headers: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def carrier() -> dict[str, str] | None:
     """The current trace context as a small dict to store (None when there is none)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
     out: dict[str, str] = {}
     propagate.inject(out)
     return out or None
@@ -108,11 +110,32 @@ def extract(headers: Mapping[str, Any] | None) -> otel_context.Context:
     return propagate.extract(_str_headers(headers))
 
 
+def _recording() -> bool:
+    """True once an SDK tracer provider is installed (spans are recorded)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+_fields: frozenset[str] | None = None
+
+
+def _carries_context(headers: Mapping[str, Any]) -> bool:
+    global _fields
+    if _fields is None:  # the header names of the configured propagators (OTEL_PROPAGATORS)
+        _fields = frozenset(propagate.get_global_textmap().fields)
+    return any(name in _fields for name in headers)
+
+
 @contextmanager
 def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: Mapping[str, Any] | None = None,
          attributes: Mapping[str, Any] | None = None) -> Iterator[trace.Span]:
     """A current span; `parent` (message headers or a stored carrier) sets its parent,
-    otherwise the current context does. Exceptions are recorded and re-raised."""
+    otherwise the current context does. Exceptions are recorded and re-raised.
+
+    Fast path: with nothing recording and no trace context to pass on, nothing is done."""
+    if (not _recording() and not (parent and _carries_context(parent))
+            and not trace.get_current_span().get_span_context().is_valid):
+        yield trace.INVALID_SPAN
+        return
     ctx = extract(parent) if parent is not None else None
     with tracer.start_as_current_span(name, context=ctx, kind=kind,
                                       attributes={k: v for k, v in (attributes or {}).items() if v is not None}) as s:
