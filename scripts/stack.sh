@@ -103,6 +103,8 @@ status() {
   for s in command-service projector-service query-service mongo; do
     if [ -f "$RUN/$s.pid" ] && kill -0 "$(cat "$RUN/$s.pid")" 2>/dev/null; then echo "$s: running (pid $(cat "$RUN/$s.pid"))"; else echo "$s: stopped"; fi
   done
+  # health, queues, dead letters, outbox backlog, projection lag (docs/operations.md)
+  if [ -x .venv/bin/cqrsctl ]; then .venv/bin/cqrsctl status || true; fi
 }
 
 "${1:-up}"
