@@ -1,0 +1,50 @@
+"""Small parts of the observability code that need no server: projection lag bookkeeping,
+bounded metric labels and the OTEL_TRACES_EXPORTER parsing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from cqrs_shared import metrics, tracing
+from projector_service.adapters.progress import ProjectionProgress
+
+
+def test_lag_counts_received_events_above_the_watermark_and_the_age_of_the_oldest():
+    progress = ProjectionProgress(views=("unit-view",))
+    now = datetime.now(timezone.utc)
+    progress.advanced(10)
+    progress.received(12, now - timedelta(seconds=30))
+    progress.received(11, now - timedelta(seconds=40))
+    progress.received(13, now - timedelta(seconds=5))
+    assert progress.lag_events() == 3
+    assert 39 <= progress.lag_seconds() < 60
+    assert metrics.PROJECTION_LAG_EVENTS.labels("unit-view")._value.get() == 3
+    progress.advanced(11)  # 11 applied: the oldest pending is now 12
+    assert progress.lag_events() == 2
+    assert 29 <= progress.lag_seconds() < 40
+    progress.advanced(13)
+    assert progress.lag_events() == 0 and progress.lag_seconds() == 0
+    assert metrics.PROJECTION_POSITION.labels("unit-view")._value.get() == 13
+    progress.received(5, now)  # a replayed event below the watermark changes nothing
+    assert progress.lag_events() == 0 and progress.lag_seconds() == 0
+
+
+def test_labels_stay_bounded():
+    assert metrics.label("PlaceOrder", {"PlaceOrder"}) == "PlaceOrder"
+    assert metrics.label("x" * 300, {"PlaceOrder"}) == "other"
+    assert metrics.label(None, ("a",)) == "other"
+
+
+def test_unknown_exporter_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(ValueError, match="zipkin"):
+        tracing.configure("unit")
+
+
+def test_no_exporter_by_default_installs_nothing(monkeypatch):
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    assert tracing.configure("unit") is False
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert tracing.configure("unit") is False
