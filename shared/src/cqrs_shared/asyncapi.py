@@ -95,18 +95,25 @@ REPLY_ADDRESS = {"location": "$message.header#/reply_to",
                  "description": "AMQP property reply_to of the request: a queue the client owns, or "
                                 "amq.rabbitmq.reply-to (direct reply-to). Without reply_to the request is "
                                 "processed and no reply is sent."}
+TRACE_HEADERS = {
+    "traceparent": {"type": "string", "description": "optional; W3C trace context: the services continue this "
+                                                    "trace (docs/operations.md, Tracing)"},
+    "tracestate": {"type": "string", "description": "optional; W3C trace context vendor data"},
+}
 DEADLINE_HEADERS = {
     "type": "object",
     "properties": {"x-deadline": {
         "type": "string", "format": "date-time",
         "description": "optional; ISO 8601 UTC. A command taken from the queue after this time is not executed "
-                       "and is answered `unavailable`."}},
+                       "and is answered `unavailable`."}, **TRACE_HEADERS},
 }
+QUERY_HEADERS = {"type": "object", "properties": dict(TRACE_HEADERS)}
 EVENT_HEADERS = {
     "type": "object",
     "required": ["x-aggregate-id", "x-position"],
     "properties": {"x-aggregate-id": {"type": "string", "description": "aggregateId of the event"},
-                   "x-position": {"type": "integer", "description": "global position of the event"}},
+                   "x-position": {"type": "integer", "description": "global position of the event"},
+                   **TRACE_HEADERS},
 }
 DEAD_LETTER_HEADERS = {
     "type": "object",
@@ -184,6 +191,7 @@ def build() -> dict[str, Any]:
         messages[name] = {
             "name": qtype, "title": f"{qtype} query", "contentType": "application/json",
             "correlationId": _ref("correlationIds", "requestCorrelation"),
+            "headers": _schema_ref("QueryHeaders"),
             "summary": " ".join((model.__doc__ or f"The {qtype} query.").split()),
             "description": "With minPosition the service waits (at most maxWaitMs, default 5000) until the views have "
                            "applied every event up to it, then answers (or answers stale).",
@@ -289,6 +297,7 @@ def build() -> dict[str, Any]:
         "operations": operations,
         "components": {
             "schemas": dict(sorted({**_schemas(), "CommandHeaders": DEADLINE_HEADERS, "EventHeaders": EVENT_HEADERS,
+                                    "QueryHeaders": QUERY_HEADERS,
                                     "DeadLetterHeaders": DEAD_LETTER_HEADERS}.items())),
             "messages": dict(sorted(messages.items())),
             "correlationIds": {"requestCorrelation": CORRELATION},
