@@ -48,7 +48,7 @@ def stack(rabbit_vhost_url, pg_dsn, mongo_url, mongo_db_name, tmp_path_factory):
         port = _free_port()
         urls[name] = f"http://127.0.0.1:{port}"
         services.append(Service(name, env, logdir).start(HEALTH_PORT=str(port)))
-    yield {"env": env, "urls": urls, "amqp_url": rabbit_vhost_url}
+    yield {"env": env, "urls": urls, "amqp_url": rabbit_vhost_url, "services": services}
     for s in services:
         s.terminate()
 
@@ -92,11 +92,13 @@ async def traffic(stack):
                      user_id="admin", roles=["admin"])
         placed = await c.send("PlaceOrder", {"orderId": f"o-{run}", "customerId": f"c-{run}",
                                              "items": [{"productId": f"p-{run}", "quantity": 2}],
-                                             "shippingAddress": ADDRESS}, user_id=f"c-{run}", roles=["customer"])
+                                             "shippingAddress": ADDRESS}, user_id=f"c-{run}", roles=["customer"],
+                             correlation_id=f"corr-{run}")
         with pytest.raises(Duplicate):
             await c.send("AddProduct", {"productId": f"p-{run}", "name": "Pen", "price": "2.50", "stock": 10},
                          user_id="admin", roles=["admin"])
-        await c.query("GetOrderDetails", {"orderId": f"o-{run}"}, min_position=placed["position"])
+        await c.query("GetOrderDetails", {"orderId": f"o-{run}"}, min_position=placed["position"],
+                      correlation_id=f"corr-{run}")
         with pytest.raises(NotFound):
             await c.query("GetOrderDetails", {"orderId": f"missing-{run}"})
         exchange = await c.connection.channel()
@@ -172,6 +174,34 @@ async def test_out_of_order_event_shows_as_retries_and_projection_lag(stack, tra
     assert value(proj, "cqrs_projection_lag_events", view="orders") == 1000 - traffic["position"]
     assert value(proj, "cqrs_projection_lag_seconds", view="orders") >= 120
     assert value(proj, "cqrs_projection_position", view="orders") == traffic["position"]
+
+
+def test_one_correlation_id_follows_a_request_across_the_three_services(stack, traffic):
+    """The JSON log lines of all three processes, filtered on one correlationId: the
+    command, its event applied by the projector, and the query that read it."""
+    corr = f"corr-{traffic['run']}"
+
+    def lines():
+        out = []
+        for service in stack["services"]:
+            for line in service.log.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("correlationId") == corr:
+                    out.append(record)
+        return out
+
+    records = wait_for(lambda: (r := lines()) and {x["service"] for x in r} == set(NAMES) and r)
+    assert records, f"lines with {corr}: {lines()}"
+    by_service = {r["service"]: r for r in records}
+    command, event, query = (by_service[n] for n in NAMES)
+    assert command["commandType"] == "PlaceOrder" and command["causationId"] == command["commandId"]
+    assert event["eventType"] == "OrderPlaced" and event["causationId"] == command["commandId"]
+    assert event["eventId"] and event["position"] == traffic["position"]
+    assert query["queryType"] == "GetOrderDetails" and query["queryId"]
+    assert all(r["instance"] and r["level"] and r["time"] for r in records)
 
 
 def _dashboard_metrics() -> set[str]:

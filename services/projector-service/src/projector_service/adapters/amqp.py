@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +22,7 @@ from projector_service.application.projector import Projector
 from projector_service.domain.orders import KNOWN_EVENTS, InvalidEvent
 
 SERVICE = "projector-service"
+log = logging.getLogger("projector_service")
 
 
 def parse_event(body: bytes) -> EventEnvelope:
@@ -79,7 +81,9 @@ def make_consumer(connection: AbstractRobustConnection, projector: Projector, *,
             raise PermanentFailure(str(exc)) from exc
         # "changed": the order view changed; "unchanged": a duplicate, or an event that only
         # sets customer/product views (idempotent writes)
-        metrics.PROJECTED.labels(event.eventType, "changed" if changed else "unchanged").inc()
+        result = "changed" if changed else "unchanged"
+        metrics.PROJECTED.labels(event.eventType, result).inc()
+        log.info("event %s projected", event.eventType, extra={"result": result})
         if fresh:
             progress.applied(at)
 

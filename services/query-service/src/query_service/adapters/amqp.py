@@ -52,7 +52,9 @@ def make_consumer(connection: AbstractRobustConnection, reply_channel: AbstractC
         body = await service.handle(message.body, routing_key)
         kind = metrics.label(routing_key, QUERY_TYPES)
         metrics.QUERY_SECONDS.labels(kind).observe(time.perf_counter() - started)
-        metrics.QUERIES.labels(kind, outcome(body)).inc()
+        result = outcome(body)
+        metrics.QUERIES.labels(kind, result).inc()
+        log.info("query %s", result, extra={"status": body.get("status"), "position": body.get("position")})
         if isinstance(body.get("position"), int):
             metrics.QUERY_VIEW_POSITION.set(body["position"])
         await send_reply(reply_channel, message, body)
