@@ -68,7 +68,16 @@ REPLAY_QUEUE = ConsumedQueue(
     exchange=INTERNAL_EXCHANGE,
     routing_keys=(REPLAY_ROUTING_KEY,),
 )
+# The history a `projector-service rebuild` replays into a fresh set of views: fed only by
+# replays (no binding), consumed by the rebuild process, which retries failed batches itself
+# (no retry queues) and dead-letters events that can never be applied.
+REBUILD_QUEUE = ConsumedQueue(
+    name="projector-service.rebuild",
+    exchange=INTERNAL_EXCHANGE,
+    routing_keys=(),
+    retry_delays_ms=(),
+)
 # queues that replays may be sent to (a replay request cannot target arbitrary queues)
-REPLAY_TARGETS = (PROJECTOR_QUEUE.name,)
+REPLAY_TARGETS = (PROJECTOR_QUEUE.name, REBUILD_QUEUE.name)
 
-ALL_CONSUMED_QUEUES = (COMMAND_QUEUE, QUERY_QUEUE, PROJECTOR_QUEUE, REPLAY_QUEUE)
+ALL_CONSUMED_QUEUES = (COMMAND_QUEUE, QUERY_QUEUE, PROJECTOR_QUEUE, REPLAY_QUEUE, REBUILD_QUEUE)

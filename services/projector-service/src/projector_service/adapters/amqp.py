@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,7 +17,9 @@ from pydantic import ValidationError
 from cqrs_shared import logs, metrics
 from cqrs_shared.contracts.envelopes import EventEnvelope
 from cqrs_shared.messaging.consumer import PermanentFailure, QueueConsumer
-from cqrs_shared.topology import INTERNAL_EXCHANGE, PROJECTOR_QUEUE, REPLAY_ROUTING_KEY
+from cqrs_shared.messaging.topology import declare_consumed_queue
+from cqrs_shared.timeutil import iso_ms, utcnow
+from cqrs_shared.topology import INTERNAL_EXCHANGE, PROJECTOR_QUEUE, REBUILD_QUEUE, REPLAY_ROUTING_KEY
 
 from projector_service.adapters.progress import ProjectionProgress
 from projector_service.application.projector import Projector
@@ -91,19 +95,102 @@ def make_consumer(connection: AbstractRobustConnection, projector: Projector, *,
                          prefetch=prefetch, key_of=aggregate_key, type_of=event_type_label)
 
 
-async def request_replay(connection: AbstractRobustConnection, from_position: int) -> None:
+async def request_replay(connection: AbstractRobustConnection, from_position: int,
+                         queue: str = PROJECTOR_QUEUE.name) -> None:
     """Asks the command service to re-send the stored events from `from_position` on into
-    this projector's queue (catch-up after the queue or the views were created late)."""
+    `queue` (catch-up after the queue or the views were created late, or a rebuild)."""
     channel = await connection.channel(publisher_confirms=True)
     try:
         exchange = await channel.get_exchange(INTERNAL_EXCHANGE)
         await exchange.publish(
-            aio_pika.Message(json.dumps({"fromPosition": from_position, "queue": PROJECTOR_QUEUE.name}).encode(),
+            aio_pika.Message(json.dumps({"fromPosition": from_position, "queue": queue}).encode(),
                              content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=REPLAY_ROUTING_KEY,
         )
     finally:
         await channel.close()
+
+
+class _HistoryBatch:
+    def __init__(self, feed: "AmqpHistoryFeed", events: list[EventEnvelope],
+                 messages: dict[str, AbstractIncomingMessage], last: AbstractIncomingMessage) -> None:
+        self.events = events
+        self._feed = feed
+        self._messages = messages
+        self._last = last
+
+    async def done(self, invalid: Sequence[tuple[EventEnvelope, str]]) -> None:
+        for event, reason in invalid:
+            await self._feed.dead_letter(self._messages[event.eventId], reason)
+        await self._last.ack(multiple=True)
+
+
+class AmqpHistoryFeed:
+    """The rebuild's own queue (`projector-service.rebuild`), fed by replay requests.
+    Messages are taken in batches and acknowledged together once a batch is applied; a
+    message that is not a valid event goes to the queue's DLQ."""
+
+    def __init__(self, connection: AbstractRobustConnection, *, prefetch: int = 4000) -> None:
+        self._connection = connection
+        self._prefetch = prefetch
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._channel: Any = None
+        self._queue: Any = None
+        self._tag: str | None = None
+
+    async def start(self) -> None:
+        """Declares the queue and empties it: what an interrupted rebuild left there would
+        arrive out of position order."""
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await declare_consumed_queue(self._channel, REBUILD_QUEUE)
+        await self._queue.purge()
+        self._tag = await self._queue.consume(self._inbox.put)
+
+    async def stop(self) -> None:
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception:
+                pass
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def request(self, from_position: int) -> None:
+        await request_replay(self._connection, from_position, REBUILD_QUEUE.name)
+
+    async def next_batch(self, max_events: int, idle_s: float) -> _HistoryBatch | None:
+        try:
+            first = await asyncio.wait_for(self._inbox.get(), idle_s)
+        except asyncio.TimeoutError:
+            return None
+        messages = [first]
+        while len(messages) < max_events and not self._inbox.empty():
+            messages.append(self._inbox.get_nowait())
+        events: list[EventEnvelope] = []
+        by_id: dict[str, AbstractIncomingMessage] = {}
+        for m in messages:
+            try:
+                event = parse_event(m.body)
+            except PermanentFailure as exc:
+                await self.dead_letter(m, str(exc))
+                continue
+            events.append(event)
+            by_id[event.eventId] = m
+        return _HistoryBatch(self, events, by_id, messages[-1])
+
+    async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        headers = dict(message.headers or {})
+        headers.update({"x-error": reason[:1000], "x-error-kind": "permanent", "x-service": SERVICE,
+                        "x-attempts": 1, "x-first-failure-at": iso_ms(utcnow()),
+                        "x-original-queue": REBUILD_QUEUE.name,
+                        "x-original-routing-key": headers.get("x-original-routing-key") or message.routing_key or ""})
+        log.warning("dead-lettering %s from %s: %s", message.message_id, REBUILD_QUEUE.name, reason)
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id,
+                             correlation_id=message.correlation_id, type=message.type),
+            routing_key=REBUILD_QUEUE.dlq)
 
 
 async def connect_amqp(url: str) -> Any:

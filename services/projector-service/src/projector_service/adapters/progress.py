@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import time
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 from cqrs_shared import metrics
@@ -68,16 +69,19 @@ class ProjectionProgress:
 
 class ObservedViewStore:
     """The view store with its watermark reported to `progress` (every other call passes
-    through unchanged)."""
+    through unchanged). `when`: report only while it says so (the live set: while a rebuild
+    runs, the projector also writes the set being built)."""
 
-    def __init__(self, store: Any, progress: ProjectionProgress) -> None:
+    def __init__(self, store: Any, progress: ProjectionProgress, when: Callable[[], bool] | None = None) -> None:
         self._store = store
         self._progress = progress
+        self._when = when
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     async def advance_watermark(self) -> int:
         watermark = await self._store.advance_watermark()
-        self._progress.advanced(watermark)
+        if self._when is None or self._when():
+            self._progress.advanced(watermark)
         return watermark

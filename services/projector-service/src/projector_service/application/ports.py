@@ -1,24 +1,114 @@
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
+
+from cqrs_shared.contracts.envelopes import EventEnvelope
 
 
 class ViewStore(Protocol):
-    async def get_order(self, order_id: str) -> dict[str, Any] | None: ...
+    """One collection set: the views and their tracking (processed positions, watermark)."""
 
-    async def insert_order(self, view: dict[str, Any]) -> bool:
-        """False when a document with that id already exists."""
+    name: str
 
-    async def replace_order(self, view: dict[str, Any], expected_version: int) -> bool:
-        """Replaces only if the stored version is `expected_version`; False otherwise."""
+    async def get_orders(self, order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored order documents by id (missing ids are absent)."""
 
-    async def set_product_info(self, product_id: str, fields: dict[str, Any], version: int) -> None: ...
+    async def write_orders(self, writes: Sequence[tuple[dict[str, Any], int]]) -> set[str]:
+        """Each (document, expected_version): inserted when expected_version is 0, else
+        replaced only if the stored version is expected_version. Returns the ids whose write
+        lost against another writer (nothing was written for them)."""
 
-    async def set_product_stock(self, product_id: str, stock: int, position: int) -> None:
-        """Sets stock only if `position` is higher than the one that set it last."""
+    async def write_references(self, customers: dict[str, dict[str, Any]],
+                               product_info: dict[str, tuple[dict[str, Any], int]],
+                               product_stock: dict[str, tuple[int, int]]) -> None:
+        """Customers: fields set (upsert). Products: fields set and version raised to at
+        least the given one; stock set only if its position is higher than the stored one."""
 
-    async def upsert_customer(self, customer_id: str, fields: dict[str, Any]) -> None: ...
+    async def mark_processed(self, positions: Sequence[int]) -> None: ...
 
-    async def mark_processed(self, position: int) -> None: ...
+    async def advance_watermark(self) -> int:
+        """Raises the watermark over the contiguous processed positions; returns it."""
 
-    async def advance_watermark(self) -> int: ...
+    async def processed_after(self, position: int, limit: int | None, upto: int | None = None) -> list[int]:
+        """Processed positions above `position` (and at most `upto`), ascending, at most
+        `limit` of them."""
+
+    async def last_processed(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """A set a live event must be applied to. `strict`: an event whose predecessor is missing
+    must be retried later (live sets); otherwise it is skipped (a set being rebuilt, which
+    gets the event again from the history)."""
+
+    store: ViewStore
+    strict: bool
+
+
+class ViewSets(Protocol):
+    async def targets(self) -> list[Target]:
+        """The sets live events go to, newest first (a pointer at most POINTER_TTL_S old)."""
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """The pointer document: which set is live, which is being built, which is retiring."""
+
+    generation: int = 0  # bumped by every change (compare-and-set)
+    live: str = ""
+    building: str | None = None
+    strict: bool = False  # the building set has caught up: live events must reach it
+    owner: str | None = None  # the rebuild that builds it
+    heartbeat_at: datetime | None = None
+    retiring: str | None = None  # the previous live set, still written until retire_until
+    retire_until: datetime | None = None
+    next_set: int = 1
+
+    def target_names(self, now: datetime) -> list[tuple[str, bool]]:
+        out: list[tuple[str, bool]] = []
+        if self.building is not None:
+            out.append((self.building, self.strict))
+        out.append((self.live, True))
+        if self.retiring is not None and self.retire_until is not None and now < self.retire_until:
+            out.append((self.retiring, True))
+        return out
+
+
+class SetRegistry(Protocol):
+    """The pointer document and the collection sets (used by the rebuild)."""
+
+    async def read(self) -> Pointer: ...
+
+    async def replace(self, new: Pointer, expected_generation: int) -> bool:
+        """Writes the pointer if its generation is still `expected_generation` (one atomic
+        update); False when another writer changed it."""
+
+    async def heartbeat(self, building: str, owner: str, at: datetime) -> bool: ...
+
+    def store(self, name: str) -> ViewStore: ...
+
+    async def prepare(self, name: str) -> None:
+        """Creates the indexes of a new set."""
+
+    async def drop_except(self, keep: set[str]) -> list[str]:
+        """Drops every set not in `keep`; returns their names."""
+
+
+class Batch(Protocol):
+    events: list[EventEnvelope]
+
+    async def done(self, invalid: Sequence[tuple[EventEnvelope, str]]) -> None:
+        """Dead-letters the invalid events and acknowledges the whole batch."""
+
+
+class HistoryFeed(Protocol):
+    """History delivered over RabbitMQ into the rebuild's own queue."""
+
+    async def request(self, from_position: int) -> None: ...
+
+    async def next_batch(self, max_events: int, idle_s: float) -> Batch | None:
+        """Up to max_events events in arrival order; None after idle_s without any."""

@@ -1,4 +1,5 @@
-"""Applies one event: idempotent (versions) and ordered per aggregate (gaps are retried)."""
+"""Applies one live event to every set the pointer names: idempotent (versions) and ordered
+per aggregate (a missing predecessor is retried later on live sets)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import logging
 
 from cqrs_shared.contracts.envelopes import EventEnvelope
 
-from projector_service.application.ports import ViewStore
-from projector_service.domain.orders import ORDER_EVENTS, apply_order_event
+from projector_service.application.apply import apply_events
+from projector_service.application.ports import ViewSets
 
 log = logging.getLogger(__name__)
 
@@ -17,53 +18,28 @@ class OutOfOrder(Exception):
 
 
 class Projector:
-    def __init__(self, store: ViewStore) -> None:
-        self._store = store
+    def __init__(self, sets: ViewSets) -> None:
+        self._sets = sets
 
     async def handle(self, event: EventEnvelope) -> bool:
-        """Returns True if the event changed a view, False for a duplicate or an event no
-        view uses. Raises OutOfOrder when an earlier version is still missing."""
-        applied = False
-        if event.eventType in ORDER_EVENTS:
-            applied = await self._apply_order(event)
-        await self._apply_reference(event)
-        await self._store.mark_processed(event.position)
-        await self._store.advance_watermark()
-        return applied
+        """Returns True if the event changed a view, False for a duplicate. Raises OutOfOrder
+        when an earlier version is still missing from a live set, InvalidEvent when the event
+        can never be applied.
 
-    async def _apply_reference(self, event: EventEnvelope) -> None:
-        """customers and products views; every write is idempotent and order-independent."""
-        d = event.data
-        t = event.eventType
-        if t == "CustomerRegistered":
-            await self._store.upsert_customer(event.aggregateId, {
-                "customerId": event.aggregateId, "name": d.get("name"), "email": d.get("email")})
-        elif t in ("ProductAdded", "ProductRestocked"):
-            info = {"name": d.get("name"), "price": d.get("price")} if t == "ProductAdded" else {}
-            await self._store.set_product_info(event.aggregateId, info, event.version)
-            if isinstance(d.get("stock"), int):
-                await self._store.set_product_stock(event.aggregateId, d["stock"], event.position)
-        elif t in ("OrderPlaced", "OrderCancelled"):
-            for item in d.get("items") or []:
-                if isinstance(item, dict) and item.get("productId") and isinstance(item.get("stock"), int):
-                    await self._store.set_product_stock(item["productId"], item["stock"], event.position)
-
-    async def _apply_order(self, event: EventEnvelope) -> bool:
-        current = await self._store.get_order(event.aggregateId)
-        stored = current["version"] if current else 0
-        if stored >= event.version:
-            log.debug("duplicate %s v%s of %s", event.eventType, event.version, event.aggregateId)
-            return False
-        if stored < event.version - 1:
-            raise OutOfOrder(f"{event.aggregateId}: have v{stored}, got v{event.version}")
-        new = apply_order_event(current, event)
-        assert new is not None
-        ok = (await self._store.insert_order(new) if event.version == 1
-              else await self._store.replace_order(new, event.version - 1))
-        if ok:
-            return True
-        # another replica wrote meanwhile: fine if it wrote this version or a later one
-        current = await self._store.get_order(event.aggregateId)
-        if current is not None and current["version"] >= event.version:
-            return False
-        raise OutOfOrder(f"{event.aggregateId}: concurrent write, v{event.version} not applied")
+        Sets come newest first (a set being rebuilt, then the live one, then the retiring one),
+        so that a newer set never lacks what an older one shows (see docs/architecture.md)."""
+        changed = False
+        for target in await self._sets.targets():
+            result = await apply_events(target.store, [event])
+            if result.invalid:
+                raise result.invalid[0][1]
+            if result.blocked:
+                if target.strict:
+                    raise OutOfOrder(f"{event.aggregateId}: v{event.version} of {event.eventType} "
+                                     f"waits for an earlier version (set {target.store.name or 'default'})")
+                log.debug("set %s lacks an earlier version of %s; the rebuild replays it",
+                          target.store.name, event.aggregateId)
+                continue
+            changed = changed or result.changed
+            await target.store.advance_watermark()
+        return changed

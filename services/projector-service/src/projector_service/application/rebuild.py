@@ -1,0 +1,232 @@
+"""Rebuild without downtime: replay the whole history into a fresh collection set while the
+queries keep reading the live one, then move the pointer in one atomic update.
+
+Phases (the reasoning is in docs/architecture.md, "Rebuilding the views"):
+
+1. **register**: the pointer names the new set as `building` (compare-and-set; a second
+   rebuild is refused while this one's heartbeat is fresh). From then on the live projectors
+   apply every event to the new set too, skipping an order event whose earlier version the new
+   set lacks (the replay brings it).
+2. **replay**: the history arrives over RabbitMQ in the rebuild's own queue, from position 1,
+   and is applied in batches (bulk reads and writes, events folded in memory per order).
+   Whenever the queue runs dry, the new set is compared with the live one: a position the
+   live set has processed and the new set has not is requested again (replay from there).
+3. **strict**: once the new set has every position the live set has, the pointer marks it
+   strict: live projectors must now apply each event to it (retrying a missing predecessor),
+   before the live set. After PROPAGATION_S every projector writes the new set first, the
+   comparison is made again and any remaining hole replayed.
+4. **switch**: one update makes the new set live and the old one `retiring`; projectors keep
+   writing the old set until `retire_until`, so a query that still uses the old pointer reads a
+   complete view. Old sets are dropped by the next rebuild.
+5. **verify**: after PROPAGATION_S, a last comparison with the old set closes any hole left by
+   an event that was being handled while the pointer changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+
+from cqrs_shared.viewsets import PROPAGATION_S
+
+from projector_service.application.apply import apply_events
+from projector_service.application.ports import HistoryFeed, Pointer, SetRegistry, ViewStore
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+LEASE_S = 30.0  # a building set whose heartbeat is older belongs to a rebuild that died
+COMPARE_CHUNK = 10_000
+APPLY_ATTEMPTS = 8  # about a minute of backoff, then the rebuild fails (and can be run again)
+
+
+class RebuildRefused(Exception):
+    """Another rebuild is running (its heartbeat is fresh)."""
+
+
+@dataclass
+class Progress:
+    view_set: str
+    phase: str
+    applied: int  # events applied to the new set by this rebuild
+    watermark: int  # the new set's contiguous watermark
+    target: int  # the highest position the live set has processed
+    rate: float  # events/s since the start
+    elapsed: float
+
+
+@dataclass
+class RebuildResult:
+    view_set: str
+    previous: str
+    applied: int
+    watermark: int
+    elapsed: float
+    dropped: list[str]
+
+    @property
+    def rate(self) -> float:
+        return self.applied / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Rebuilder:
+    def __init__(self, registry: SetRegistry, feed: HistoryFeed, *, owner: str,
+                 batch_size: int = 2000, idle_s: float = 0.3, retry_request_s: float = 2.0,
+                 grace_s: float = 30.0, propagation_s: float = PROPAGATION_S,
+                 on_progress: Callable[[Progress], None] | None = None, progress_every_s: float = 1.0) -> None:
+        self._registry = registry
+        self._feed = feed
+        self._owner = owner
+        self._batch_size = batch_size
+        self._idle_s = idle_s
+        self._retry_request_s = retry_request_s
+        self._grace_s = grace_s
+        self._propagation_s = propagation_s
+        self._on_progress = on_progress
+        self._progress_every_s = progress_every_s
+        self._applied = 0
+        self._started = 0.0
+
+    # ---- pointer -------------------------------------------------------------------------
+
+    async def _register(self) -> tuple[Pointer, list[str]]:
+        while True:
+            ptr = await self._registry.read()
+            now = _now()
+            if ptr.building is not None and ptr.heartbeat_at is not None \
+                    and now - ptr.heartbeat_at < timedelta(seconds=LEASE_S):
+                raise RebuildRefused(f"set {ptr.building} is being rebuilt by {ptr.owner} "
+                                     f"(heartbeat {ptr.heartbeat_at.isoformat()})")
+            if ptr.retiring is not None and ptr.retire_until is not None:
+                # a set is dropped only once no process can still be writing or reading it
+                free_at = ptr.retire_until + timedelta(seconds=self._propagation_s)
+                if now < free_at:
+                    wait = (free_at - now).total_seconds()
+                    log.info("set %r retires at %s; waiting %.1f s", ptr.retiring, ptr.retire_until, wait)
+                    await asyncio.sleep(min(wait + 0.05, 5.0))
+                    continue
+            name = f"r{ptr.next_set}"  # never used before: names are only handed out here
+            new = replace(ptr, generation=ptr.generation + 1, building=name, strict=False, owner=self._owner,
+                          heartbeat_at=now, retiring=None, retire_until=None, next_set=ptr.next_set + 1)
+            if not await self._registry.replace(new, ptr.generation):
+                log.info("the pointer changed meanwhile; reading it again")
+                continue
+            # every other set (retired, or left by a rebuild that died) is read by no one
+            dropped = await self._registry.drop_except({new.live, name})
+            await self._registry.prepare(name)
+            return new, dropped
+
+    async def _change(self, ptr: Pointer, **changes: object) -> Pointer:
+        new = replace(ptr, generation=ptr.generation + 1, **changes)  # type: ignore[arg-type]
+        if not await self._registry.replace(new, ptr.generation):
+            current = await self._registry.read()
+            raise RebuildRefused(f"the pointer was changed by someone else (now {current}); set "
+                                 f"{ptr.building} is abandoned")
+        return new
+
+    # ---- main loop -----------------------------------------------------------------------
+
+    async def run(self) -> RebuildResult:
+        self._started = time.monotonic()
+        ptr, dropped = await self._register()
+        name, previous = ptr.building, ptr.live
+        assert name is not None
+        new, old = self._registry.store(name), self._registry.store(previous)
+        log.info("rebuilding into set %s (live set %r)", name, previous)
+        heartbeat = asyncio.create_task(self._heartbeats(name))
+        try:
+            await self._feed.request(1)
+            await self._catch_up(new, old, "replay")
+            ptr = await self._change(ptr, strict=True)
+            await asyncio.sleep(self._propagation_s)
+            await self._catch_up(new, old, "strict")
+            ptr = await self._change(ptr, live=name, building=None, strict=False, owner=None, heartbeat_at=None,
+                                     retiring=previous, retire_until=_now() + timedelta(seconds=self._grace_s))
+            log.info("set %s is live; set %r retires at %s", name, previous, ptr.retire_until)
+            await asyncio.sleep(self._propagation_s)
+            await self._catch_up(new, old, "verify")
+        finally:
+            heartbeat.cancel()
+        elapsed = time.monotonic() - self._started
+        return RebuildResult(name, previous, self._applied, await new.advance_watermark(), elapsed, dropped)
+
+    async def _heartbeats(self, name: str) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._registry.heartbeat(name, self._owner, _now())
+            except Exception as exc:  # the next one may work; the lease is LEASE_S long
+                log.warning("heartbeat failed: %r", exc)
+
+    async def _catch_up(self, new: ViewStore, old: ViewStore, phase: str) -> None:
+        """Applies what the queue brings until the new set has every position the old one
+        has processed; requests a replay of the first missing position when the queue is dry."""
+        last_request = time.monotonic()
+        last_report = 0.0
+        target = await old.last_processed()
+        while True:
+            batch = await self._feed.next_batch(self._batch_size, self._idle_s)
+            if batch is not None:
+                await self._apply(new, batch)
+                if time.monotonic() - last_report >= self._progress_every_s:
+                    last_report = time.monotonic()
+                    target = max(target, await old.last_processed())
+                    self._report(new.name, phase, await new.advance_watermark(), target)
+                continue
+            watermark = await new.advance_watermark()
+            missing = await self._first_missing(new, old, watermark)
+            target = max(target, await old.last_processed())
+            self._report(new.name, phase, watermark, target)
+            if missing is None:
+                return
+            if time.monotonic() - last_request >= self._retry_request_s:
+                log.info("set %s lacks position %d: replaying from there", new.name, missing)
+                await self._feed.request(missing)
+                last_request = time.monotonic()
+
+    async def _apply(self, store: ViewStore, batch: object) -> None:
+        events = batch.events  # type: ignore[attr-defined]
+        delay = 0.2
+        for attempt in range(1, APPLY_ATTEMPTS + 1):
+            try:
+                result = await apply_events(store, events) if events else None
+                break
+            except Exception as exc:  # database unavailable: the batch is idempotent, retry it
+                if attempt == APPLY_ATTEMPTS:
+                    raise
+                log.warning("applying a batch failed (%r); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        invalid = [(e, str(exc)) for e, exc in result.invalid] if result else []
+        await batch.done(invalid)  # type: ignore[attr-defined]
+        if result:
+            self._applied += len(result.done)
+            await store.advance_watermark()
+
+    async def _first_missing(self, new: ViewStore, old: ViewStore, watermark: int) -> int | None:
+        """The first position the old set has processed and the new one has not, or None."""
+        after = watermark
+        while True:
+            theirs = await old.processed_after(after, COMPARE_CHUNK)
+            if not theirs:
+                return None
+            ours = set(await new.processed_after(after, None, upto=theirs[-1]))
+            for p in theirs:
+                if p not in ours:
+                    return p
+            after = theirs[-1]
+
+    def _report(self, name: str, phase: str, watermark: int, target: int) -> None:
+        if self._on_progress is None:
+            return
+        elapsed = time.monotonic() - self._started
+        self._on_progress(Progress(name, phase, self._applied, watermark, target,
+                                   self._applied / elapsed if elapsed > 0 else 0.0, elapsed))
