@@ -2,7 +2,12 @@
 queue or views are newer than the history can catch up. Events go straight to the
 requesting queue (default exchange), in position order, with publisher confirms, exactly as
 the relay publishes them; consumers are idempotent, so overlaps with live events are
-harmless."""
+harmless.
+
+A request with `"reportEnd": true` is answered, after its last event, by an end marker in the
+same queue (`type` `ReplayEnd`, header `x-replay-end`, body `{"replayEnd": true,
+"fromPosition": F, "lastPosition": L}`): whoever reads the queue in order knows that every
+event up to L that existed when the replay ran has been delivered before it."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import asyncio
 import json
 import logging
 
+import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
@@ -29,6 +35,7 @@ def replay_consumer(connection: AbstractRobustConnection, pool: asyncpg.Pool) ->
             request = json.loads(message.body)
             start = int(request["fromPosition"])
             target = str(request["queue"])
+            report_end = request.get("reportEnd") is True
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentFailure(f"invalid replay request: {exc}") from None
         if target not in REPLAY_TARGETS:
@@ -48,6 +55,12 @@ def replay_consumer(connection: AbstractRobustConnection, pool: asyncpg.Pool) ->
             ))
             sent += len(rows)
             start = rows[-1]["position"] + 1
+        if report_end:
+            await channel.default_exchange.publish(aio_pika.Message(
+                json.dumps({"replayEnd": True, "fromPosition": request["fromPosition"],
+                            "lastPosition": start - 1}).encode(),
+                content_type="application/json", type="ReplayEnd", headers={"x-replay-end": True},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=target)
         log.info("replayed %d event(s) from position %s to %s", sent, request["fromPosition"], target)
 
     consumer = QueueConsumer(connection, REPLAY_QUEUE, handle, service="command-service", prefetch=1)

@@ -96,14 +96,15 @@ def make_consumer(connection: AbstractRobustConnection, projector: Projector, *,
 
 
 async def request_replay(connection: AbstractRobustConnection, from_position: int,
-                         queue: str = PROJECTOR_QUEUE.name) -> None:
+                         queue: str = PROJECTOR_QUEUE.name, *, report_end: bool = False) -> None:
     """Asks the command service to re-send the stored events from `from_position` on into
     `queue` (catch-up after the queue or the views were created late, or a rebuild)."""
     channel = await connection.channel(publisher_confirms=True)
     try:
         exchange = await channel.get_exchange(INTERNAL_EXCHANGE)
         await exchange.publish(
-            aio_pika.Message(json.dumps({"fromPosition": from_position, "queue": queue}).encode(),
+            aio_pika.Message(json.dumps({"fromPosition": from_position, "queue": queue,
+                                         **({"reportEnd": True} if report_end else {})}).encode(),
                              content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=REPLAY_ROUTING_KEY,
         )
@@ -137,6 +138,7 @@ class AmqpHistoryFeed:
         self._channel: Any = None
         self._queue: Any = None
         self._tag: str | None = None
+        self.replay_ends: list[int] = []  # lastPosition of each end marker received
 
     async def start(self) -> None:
         """Declares the queue and empties it: what an interrupted rebuild left there would
@@ -157,7 +159,7 @@ class AmqpHistoryFeed:
             await self._channel.close()
 
     async def request(self, from_position: int) -> None:
-        await request_replay(self._connection, from_position, REBUILD_QUEUE.name)
+        await request_replay(self._connection, from_position, REBUILD_QUEUE.name, report_end=True)
 
     async def next_batch(self, max_events: int, idle_s: float) -> _HistoryBatch | None:
         try:
@@ -170,6 +172,12 @@ class AmqpHistoryFeed:
         events: list[EventEnvelope] = []
         by_id: dict[str, AbstractIncomingMessage] = {}
         for m in messages:
+            if (m.headers or {}).get("x-replay-end"):
+                try:
+                    self.replay_ends.append(int(json.loads(m.body)["lastPosition"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    await self.dead_letter(m, f"invalid replay end marker: {exc!r}")
+                continue
             try:
                 event = parse_event(m.body)
             except PermanentFailure as exc:

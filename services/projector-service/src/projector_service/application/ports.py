@@ -108,6 +108,10 @@ class Batch(Protocol):
 class HistoryFeed(Protocol):
     """History delivered over RabbitMQ into the rebuild's own queue."""
 
+    # the last position of each replay whose end has been received, in order: every event of
+    # that replay has been delivered by a batch before
+    replay_ends: list[int]
+
     async def request(self, from_position: int) -> None: ...
 
     async def next_batch(self, max_events: int, idle_s: float) -> Batch | None:

@@ -80,7 +80,7 @@ def _now() -> datetime:
 class Rebuilder:
     def __init__(self, registry: SetRegistry, feed: HistoryFeed, *, owner: str,
                  batch_size: int = 2000, idle_s: float = 0.3, retry_request_s: float = 2.0,
-                 grace_s: float = 30.0, propagation_s: float = PROPAGATION_S,
+                 grace_s: float = 30.0, rerequest_s: float = 30.0, propagation_s: float = PROPAGATION_S,
                  on_progress: Callable[[Progress], None] | None = None, progress_every_s: float = 1.0) -> None:
         self._registry = registry
         self._feed = feed
@@ -89,6 +89,7 @@ class Rebuilder:
         self._idle_s = idle_s
         self._retry_request_s = retry_request_s
         self._grace_s = grace_s
+        self._rerequest_s = rerequest_s
         self._propagation_s = propagation_s
         self._on_progress = on_progress
         self._progress_every_s = progress_every_s
@@ -167,8 +168,9 @@ class Rebuilder:
                 log.warning("heartbeat failed: %r", exc)
 
     async def _catch_up(self, new: ViewStore, old: ViewStore, phase: str) -> None:
-        """Applies what the queue brings until the new set has every position the old one
-        has processed; requests a replay of the first missing position when the queue is dry."""
+        """Applies what the queue brings until the whole history has been delivered once (the
+        end marker of a replay) and the new set has every position the old one has processed;
+        requests a replay of the first missing position when the queue is dry."""
         last_request = time.monotonic()
         last_report = 0.0
         target = await old.last_processed()
@@ -185,8 +187,14 @@ class Rebuilder:
             missing = await self._first_missing(new, old, watermark)
             target = max(target, await old.last_processed())
             self._report(new.name, phase, watermark, target)
-            if missing is None:
+            if missing is None and self._feed.replay_ends:
                 return
+            if missing is None:  # the history has not arrived yet: ask again after a while
+                if time.monotonic() - last_request >= self._rerequest_s:
+                    log.info("no end of the history yet; asking again from position %d", watermark + 1)
+                    await self._feed.request(watermark + 1)
+                    last_request = time.monotonic()
+                continue
             if time.monotonic() - last_request >= self._retry_request_s:
                 log.info("set %s lacks position %d: replaying from there", new.name, missing)
                 await self._feed.request(missing)
