@@ -139,19 +139,28 @@ class MongoViewStore:
         """Moves the watermark over the contiguous processed positions. Safe with several
         writers: each only ever raises it ($max) to a position whose predecessors are all
         processed."""
+        return await self.record_processed(())
+
+    async def record_processed(self, positions: Sequence[int]) -> int:
+        """Positions up to the watermark need no `processed` document: the watermark says they
+        are processed. So the positions given here that are contiguous with the watermark
+        (together with the stored ones) just raise it; only the others get a document."""
         start = w = await self.watermark()
+        given = sorted({p for p in positions if p > w})
         while True:
-            batch = await self.processed_after(w, SCAN_BATCH)
-            for p in batch:
+            stored = await self.processed_after(w, SCAN_BATCH)
+            merged = sorted(set(stored) | {p for p in given if p > w})
+            for p in merged:
                 if p != w + 1:
                     break
                 w = p
             else:
-                if len(batch) == SCAN_BATCH:
+                if len(stored) == SCAN_BATCH:
                     continue
             break
         if w > start:
             await self._state.update_one({"_id": self._watermark_id}, {"$max": {"position": w}}, upsert=True)
+        await self.mark_processed([p for p in given if p > w])
         return w
 
     async def processed_after(self, position: int, limit: int | None, upto: int | None = None) -> list[int]:
@@ -260,7 +269,7 @@ class MongoSetRegistry:
     def store(self, name: str) -> MongoViewStore:
         return MongoViewStore(self._db, name)
 
-    async def prepare(self, name: str) -> None:
+    async def create_indexes(self, name: str) -> None:
         await ensure_indexes(self._db, name)
 
     async def drop_except(self, keep: set[str]) -> list[str]:

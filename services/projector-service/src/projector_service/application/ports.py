@@ -29,6 +29,10 @@ class ViewStore(Protocol):
 
     async def mark_processed(self, positions: Sequence[int]) -> None: ...
 
+    async def record_processed(self, positions: Sequence[int]) -> int:
+        """Like mark_processed then advance_watermark, but positions that become contiguous
+        with the watermark are recorded by raising it, without a document each."""
+
     async def advance_watermark(self) -> int:
         """Raises the watermark over the contiguous processed positions; returns it."""
 
@@ -91,8 +95,8 @@ class SetRegistry(Protocol):
 
     def store(self, name: str) -> ViewStore: ...
 
-    async def prepare(self, name: str) -> None:
-        """Creates the indexes of a new set."""
+    async def create_indexes(self, name: str) -> None:
+        """Creates the indexes the queries need on a set (idempotent)."""
 
     async def drop_except(self, keep: set[str]) -> list[str]:
         """Drops every set not in `keep`; returns their names."""

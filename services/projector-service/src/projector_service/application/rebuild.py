@@ -8,8 +8,9 @@ Phases (the reasoning is in docs/architecture.md, "Rebuilding the views"):
    apply every event to the new set too, skipping an order event whose earlier version the new
    set lacks (the replay brings it).
 2. **replay**: the history arrives over RabbitMQ in the rebuild's own queue, from position 1,
-   and is applied in batches (bulk reads and writes, events folded in memory per order).
-   Whenever the queue runs dry, the new set is compared with the live one: a position the
+   and is applied in batches (bulk reads and writes, events folded in memory per order,
+   positions contiguous with the set's watermark recorded by raising it). The query indexes
+   are built when the history is in. Whenever the queue runs dry, the new set is compared with the live one: a position the
    live set has processed and the new set has not is requested again (replay from there).
 3. **strict**: once the new set has every position the live set has, the pointer marks it
    strict: live projectors must now apply each event to it (retrying a missing predecessor),
@@ -122,7 +123,6 @@ class Rebuilder:
                 continue
             # every other set (retired, or left by a rebuild that died) is read by no one
             dropped = await self._registry.drop_except({new.live, name})
-            await self._registry.prepare(name)
             return new, dropped
 
     async def _change(self, ptr: Pointer, **changes: object) -> Pointer:
@@ -146,6 +146,9 @@ class Rebuilder:
         try:
             await self._feed.request(1)
             await self._catch_up(new, old, "replay")
+            # the query indexes are built once the bulk of the history is in (much faster than
+            # maintaining them during the load), and before any query can read the set
+            await self._registry.create_indexes(name)
             ptr = await self._change(ptr, strict=True)
             await asyncio.sleep(self._propagation_s)
             await self._catch_up(new, old, "strict")
@@ -202,10 +205,11 @@ class Rebuilder:
 
     async def _apply(self, store: ViewStore, batch: object) -> None:
         events = batch.events  # type: ignore[attr-defined]
+        started = time.monotonic()
         delay = 0.2
         for attempt in range(1, APPLY_ATTEMPTS + 1):
             try:
-                result = await apply_events(store, events) if events else None
+                result = await apply_events(store, events, record=True) if events else None
                 break
             except Exception as exc:  # database unavailable: the batch is idempotent, retry it
                 if attempt == APPLY_ATTEMPTS:
@@ -215,9 +219,9 @@ class Rebuilder:
                 delay = min(delay * 2, 10.0)
         invalid = [(e, str(exc)) for e, exc in result.invalid] if result else []
         await batch.done(invalid)  # type: ignore[attr-defined]
+        log.debug("batch of %d event(s) applied in %.3f s", len(events), time.monotonic() - started)
         if result:
             self._applied += len(result.done)
-            await store.advance_watermark()
 
     async def _first_missing(self, new: ViewStore, old: ViewStore, watermark: int) -> int | None:
         """The first position the old set has processed and the new one has not, or None."""

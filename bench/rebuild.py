@@ -1,0 +1,170 @@
+"""Rebuild speed: `projector-service rebuild` over a synthetic history of --events events.
+
+The history is written straight into a fresh command-side event store (valid envelopes of
+every event type: customers, products, orders placed, shipped, delivered, cancelled,
+refunded), the command service runs in-process to serve the replay, and the rebuild replays it
+over RabbitMQ into a fresh MongoDB database. The command service runs as its own process
+(`command-service serve`), the rebuild in this one. Prints the events/s of the replay (first event to
+the whole history applied) and of the whole rebuild (including the fixed waits of the switch).
+
+    scripts/with-mongo.sh .venv/bin/python bench/rebuild.py --events 100000
+
+Uses its own vhost, PostgreSQL database and MongoDB database, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import asyncpg
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from command_service.adapters.postgres import apply_migrations, ensure_database
+from projector_service.config import ProjectorSettings
+from projector_service.wiring import rebuild
+
+ADDRESS = {"street": "1 Bench St", "city": "Load", "state": "LD", "zip": "00000"}
+
+
+def history(n: int, seed: int = 7) -> list[tuple]:
+    """Rows of `events` (position, event_id, aggregate_type, aggregate_id, version, event_type,
+    envelope, created_at, published_at)."""
+    rnd = random.Random(seed)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows: list[tuple] = []
+    customers = [f"c{i}" for i in range(max(10, n // 100))]
+    products = {f"p{i}": 1_000_000 for i in range(max(5, n // 500))}
+    open_orders: list[tuple[str, int, str]] = []  # (order id, version, status)
+
+    def add(atype: str, agg: str, version: int, etype: str, data: dict) -> None:
+        pos = len(rows) + 1
+        ts = t0 + timedelta(seconds=pos)
+        env = {"eventId": str(uuid.uuid4()), "eventType": etype, "aggregateId": agg, "aggregateType": atype,
+               "version": version, "position": pos, "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+               "correlationId": "bench", "causationId": "bench", "schemaVersion": 1, "data": data,
+               "metadata": {"userId": "bench"}}
+        rows.append((pos, uuid.UUID(env["eventId"]), atype, agg, version, etype, json.dumps(env), ts, ts))
+
+    for c in customers:
+        add("customer", c, 1, "CustomerRegistered", {"customerId": c, "name": f"Customer {c}",
+                                                     "email": f"{c}@example.com", "creditLimit": "1000000.00"})
+    for p in products:
+        add("product", p, 1, "ProductAdded", {"productId": p, "name": f"Product {p}", "price": "2.50",
+                                              "stock": products[p]})
+    n_orders = 0
+    while len(rows) < n:
+        if open_orders and rnd.random() < 0.45:
+            i = rnd.randrange(len(open_orders))
+            oid, version, status = open_orders[i]
+            cid = "c0"
+            nxt = {"placed": rnd.choice(["OrderShipped", "OrderShipped", "OrderCancelled"]),
+                   "shipped": "OrderDelivered", "delivered": "OrderRefunded"}[status]
+            data: dict = {"orderId": oid, "customerId": cid}
+            if nxt == "OrderShipped":
+                data["trackingNumber"] = f"T{oid}"
+            elif nxt in ("OrderCancelled", "OrderRefunded"):
+                data["reason"] = "bench"
+                if nxt == "OrderCancelled":
+                    data["items"] = []
+            add("order", oid, version + 1, nxt, data)
+            new_status = {"OrderShipped": "shipped", "OrderDelivered": "delivered"}.get(nxt)
+            if new_status:
+                open_orders[i] = (oid, version + 1, new_status)
+            else:
+                open_orders[i] = open_orders[-1]
+                open_orders.pop()
+            continue
+        n_orders += 1
+        oid, cid = f"o{n_orders}", rnd.choice(customers)
+        items = []
+        for p in rnd.sample(list(products), k=min(3, len(products))):
+            products[p] -= 1
+            items.append({"productId": p, "name": f"Product {p}", "quantity": 1, "unitPrice": "2.50",
+                          "lineTotal": "2.50", "stock": products[p]})
+        total = f"{2.5 * len(items):.2f}"
+        add("order", oid, 1, "OrderPlaced", {"orderId": oid, "customerId": cid, "customer": {
+            "id": cid, "name": f"Customer {cid}", "email": f"{cid}@example.com"}, "items": items,
+            "totalAmount": total, "shippingAddress": ADDRESS})
+        open_orders.append((oid, 1, "placed"))
+    return rows[:n]
+
+
+async def main(args: argparse.Namespace) -> None:
+    amqp = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    pg = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    mongo_url = os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017")
+    token = uuid.uuid4().hex[:8]
+    vhost, dbname = f"bench-rebuild-{token}", f"bench_rebuild_{token}"
+    u = urllib.parse.urlsplit(amqp)
+    vhost_url = urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + vhost, "", ""))
+    dsn = urllib.parse.urlunsplit(urllib.parse.urlsplit(pg)._replace(path="/" + dbname))
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, u.username or "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    proc = None
+    try:
+        await ensure_database(dsn)
+        apply_migrations(dsn)
+        rows = history(args.events)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.copy_records_to_table("events", records=rows, columns=[
+                "position", "event_id", "aggregate_type", "aggregate_id", "version", "event_type", "envelope",
+                "created_at", "published_at"])
+            await conn.execute("UPDATE position_counter SET value = $1", len(rows))
+        finally:
+            await conn.close()
+        print(f"history: {len(rows)} events in the event store")
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "command-service"), "serve"],
+                                env={**os.environ, "AMQP_URL": vhost_url, "POSTGRES_DSN": dsn, "HEALTH_PORT": "-1",
+                                     "LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await asyncio.sleep(3.0)
+        settings = ProjectorSettings(amqp_url=vhost_url, mongo_url=mongo_url, mongo_db=dbname, health_port=-1,
+                                     rebuild_batch=args.batch, rebuild_prefetch=args.prefetch)
+        marks: dict[str, float] = {}
+        start = time.monotonic()
+
+        def progress(p) -> None:
+            if p.watermark >= len(rows) and "replayed" not in marks:
+                marks["replayed"] = time.monotonic() - start
+            print(f"  [{p.phase}] watermark {p.watermark}/{len(rows)}, {p.rate:,.0f} events/s, {p.elapsed:.1f} s",
+                  flush=True)
+
+        result = await rebuild(settings, progress)
+        total = time.monotonic() - start
+        replayed = marks.get("replayed", total)
+        print(f"replay: {len(rows)} events in {replayed:.1f} s = {len(rows) / replayed:,.0f} events/s")
+        print(f"whole rebuild (with the switch's waits): {total:.1f} s = {len(rows) / total:,.0f} events/s; "
+              f"set {result.view_set} live, watermark {result.watermark}")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(20)
+        client = AsyncIOMotorClient(mongo_url)
+        await client.drop_database(dbname)
+        client.close()
+        conn = await asyncpg.connect(pg)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--prefetch", type=int, default=4000)
+    asyncio.run(main(ap.parse_args()))
