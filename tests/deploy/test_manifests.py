@@ -188,3 +188,19 @@ def test_each_service_user_reads_only_its_own_queues() -> None:
                  for u, p in perms.items()}
     assert publishes == {"command-service": {"cqrs.events"}, "projector-service": {"cqrs.internal"}, "query-service": set()}
     assert {p["user"] for p in _definitions("overlays/dev")["permissions"]} == set(SERVICES) | {"admin"}
+
+
+def test_rebuild_job_is_valid_and_runs_rebuild() -> None:
+    """deploy/k8s/jobs/projector-rebuild.yaml is created by hand (not in the kustomization)."""
+    (job,) = [d for d in yaml.safe_load_all((K8S / "jobs" / "projector-rebuild.yaml").read_text()) if d]
+    job = {**job, "metadata": {**job["metadata"], "name": "projector-rebuild-x"}}  # what generateName gives
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    spec = job["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert c["image"].startswith("projector-service") and c["args"] == ["rebuild", "all"]
+    assert spec["restartPolicy"] == "Never" and spec["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    # the projector's NetworkPolicy selects it; its secrets exist in every overlay
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "projector-service"
+    for overlay in OVERLAYS:
+        assert "projector-service-secrets" in {d["metadata"]["name"] for d in of_kind(render(overlay), "Secret")}

@@ -113,7 +113,8 @@ def test_each_service_can_declare_the_whole_topology(env: Env, svc: str) -> None
 
 
 def test_consumers_reach_only_their_own_queues(env: Env) -> None:
-    own = {"command-service": [T.COMMAND_QUEUE, T.REPLAY_QUEUE], "projector-service": [T.PROJECTOR_QUEUE],
+    own = {"command-service": [T.COMMAND_QUEUE, T.REPLAY_QUEUE],
+           "projector-service": [T.PROJECTOR_QUEUE, T.REBUILD_QUEUE],
            "query-service": [T.QUERY_QUEUE]}
     for svc, specs in own.items():
         for spec in T.ALL_CONSUMED_QUEUES:
