@@ -131,7 +131,8 @@ async def main(args: argparse.Namespace) -> None:
                                      "LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await asyncio.sleep(3.0)
         settings = ProjectorSettings(amqp_url=vhost_url, mongo_url=mongo_url, mongo_db=dbname, health_port=-1,
-                                     rebuild_batch=args.batch, rebuild_prefetch=args.prefetch)
+                                     rebuild_batch=args.batch, rebuild_prefetch=args.prefetch,
+                                     rebuild_per_message=args.per_message)
         marks: dict[str, float] = {}
         start = time.monotonic()
 
@@ -166,5 +167,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=2000)
-    ap.add_argument("--prefetch", type=int, default=4000)
+    ap.add_argument("--prefetch", type=int, default=40)
+    ap.add_argument("--per-message", type=int, default=100)
+
     asyncio.run(main(ap.parse_args()))

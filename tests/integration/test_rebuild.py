@@ -33,7 +33,7 @@ ADMIN = {"userId": "admin-1", "metadata": {"roles": ["admin"]}}
 ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"}
 CUSTOMERS = [f"c{i}" for i in range(4)]
 PRODUCTS = [f"p{i}" for i in range(5)]
-FAST = {"propagation_s": 1.2, "idle_s": 0.2, "retry_request_s": 1.0}  # the processes' pointer TTL is 0.5 s
+FAST = {"propagation_s": 1.2, "idle_s": 0.2}  # the processes' pointer TTL is 0.5 s
 
 
 class Stack:

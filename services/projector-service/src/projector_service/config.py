@@ -6,8 +6,10 @@ from cqrs_shared.settings import CommonSettings
 class ProjectorSettings(CommonSettings):
     # on start, ask the command service for the events after the watermark
     catch_up_on_start: bool = True
-    # rebuild: events applied per batch, messages in flight, how long the previous set is
-    # still written after the switch (queries holding the old pointer keep a complete view)
+    # rebuild: events applied per batch, events per replayed message, messages in flight, how
+    # long the previous set is still written after the switch (queries holding the old
+    # pointer keep a complete view)
     rebuild_batch: int = 2000
-    rebuild_prefetch: int = 4000
+    rebuild_per_message: int = 100
+    rebuild_prefetch: int = 40
     rebuild_grace_seconds: float = 30.0

@@ -60,7 +60,7 @@ async def rebuild(settings: ProjectorSettings, on_progress: Callable[[Progress],
     """Runs one rebuild of all views (see application/rebuild.py) and returns its outcome."""
     mongo = connect_mongo(settings.mongo_url)
     connection = await connect_amqp(settings.amqp_url)
-    feed = AmqpHistoryFeed(connection, prefetch=settings.rebuild_prefetch)
+    feed = AmqpHistoryFeed(connection, prefetch=settings.rebuild_prefetch, per_message=settings.rebuild_per_message)
     try:
         await feed.start()
         rebuilder = Rebuilder(MongoSetRegistry(mongo[settings.mongo_db]), feed, owner=settings.instance,

@@ -34,6 +34,10 @@ def parse_event(body: bytes) -> EventEnvelope:
         raw = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PermanentFailure(f"body is not JSON: {exc}") from exc
+    return event_of(raw)
+
+
+def event_of(raw: Any) -> EventEnvelope:
     try:
         event = EventEnvelope.model_validate(raw)
     except ValidationError as exc:
@@ -96,7 +100,8 @@ def make_consumer(connection: AbstractRobustConnection, projector: Projector, *,
 
 
 async def request_replay(connection: AbstractRobustConnection, from_position: int,
-                         queue: str = PROJECTOR_QUEUE.name, *, report_end: bool = False) -> None:
+                         queue: str = PROJECTOR_QUEUE.name, *, report_end: bool = False,
+                         per_message: int = 1) -> None:
     """Asks the command service to re-send the stored events from `from_position` on into
     `queue` (catch-up after the queue or the views were created late, or a rebuild)."""
     channel = await connection.channel(publisher_confirms=True)
@@ -104,7 +109,8 @@ async def request_replay(connection: AbstractRobustConnection, from_position: in
         exchange = await channel.get_exchange(INTERNAL_EXCHANGE)
         await exchange.publish(
             aio_pika.Message(json.dumps({"fromPosition": from_position, "queue": queue,
-                                         **({"reportEnd": True} if report_end else {})}).encode(),
+                                         **({"reportEnd": True} if report_end else {}),
+                                         **({"batch": per_message} if per_message > 1 else {})}).encode(),
                              content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=REPLAY_ROUTING_KEY,
         )
@@ -114,15 +120,16 @@ async def request_replay(connection: AbstractRobustConnection, from_position: in
 
 class _HistoryBatch:
     def __init__(self, feed: "AmqpHistoryFeed", events: list[EventEnvelope],
-                 messages: dict[str, AbstractIncomingMessage], last: AbstractIncomingMessage) -> None:
+                 sources: dict[str, tuple[AbstractIncomingMessage, Any]], last: AbstractIncomingMessage) -> None:
         self.events = events
         self._feed = feed
-        self._messages = messages
+        self._sources = sources  # event id -> (message, the event: its body, or an item of a batch)
         self._last = last
 
     async def done(self, invalid: Sequence[tuple[EventEnvelope, str]]) -> None:
         for event, reason in invalid:
-            await self._feed.dead_letter(self._messages[event.eventId], reason)
+            message, body = self._sources[event.eventId]
+            await self._feed.dead_letter(message, reason, body)
         await self._last.ack(multiple=True)
 
 
@@ -131,9 +138,11 @@ class AmqpHistoryFeed:
     Messages are taken in batches and acknowledged together once a batch is applied; a
     message that is not a valid event goes to the queue's DLQ."""
 
-    def __init__(self, connection: AbstractRobustConnection, *, prefetch: int = 4000) -> None:
+    def __init__(self, connection: AbstractRobustConnection, *, prefetch: int = 40,
+                 per_message: int = 100) -> None:
         self._connection = connection
-        self._prefetch = prefetch
+        self._prefetch = prefetch  # messages: up to prefetch * per_message events in flight
+        self._per_message = per_message
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._channel: Any = None
         self._queue: Any = None
@@ -159,7 +168,8 @@ class AmqpHistoryFeed:
             await self._channel.close()
 
     async def request(self, from_position: int) -> None:
-        await request_replay(self._connection, from_position, REBUILD_QUEUE.name, report_end=True)
+        await request_replay(self._connection, from_position, REBUILD_QUEUE.name, report_end=True,
+                             per_message=self._per_message)
 
     async def next_batch(self, max_events: int, idle_s: float) -> _HistoryBatch | None:
         try:
@@ -167,35 +177,63 @@ class AmqpHistoryFeed:
         except asyncio.TimeoutError:
             return None
         messages = [first]
-        while len(messages) < max_events and not self._inbox.empty():
-            messages.append(self._inbox.get_nowait())
+        count = self._count(first)
+        while count < max_events and not self._inbox.empty():
+            m = self._inbox.get_nowait()
+            messages.append(m)
+            count += self._count(m)
         events: list[EventEnvelope] = []
-        by_id: dict[str, AbstractIncomingMessage] = {}
+        sources: dict[str, tuple[AbstractIncomingMessage, Any]] = {}
         for m in messages:
-            if (m.headers or {}).get("x-replay-end"):
+            headers = m.headers or {}
+            if headers.get("x-replay-end"):
                 try:
                     self.replay_ends.append(int(json.loads(m.body)["lastPosition"]))
                 except (ValueError, KeyError, TypeError) as exc:
                     await self.dead_letter(m, f"invalid replay end marker: {exc!r}")
                 continue
-            try:
-                event = parse_event(m.body)
-            except PermanentFailure as exc:
-                await self.dead_letter(m, str(exc))
-                continue
-            events.append(event)
-            by_id[event.eventId] = m
-        return _HistoryBatch(self, events, by_id, messages[-1])
+            if headers.get("x-event-batch"):
+                try:
+                    items = json.loads(m.body)
+                    if not isinstance(items, list):
+                        raise ValueError("not a JSON array")
+                except ValueError as exc:
+                    await self.dead_letter(m, f"invalid event batch: {exc}")
+                    continue
+            else:
+                items = [m.body]
+            for item in items:
+                try:
+                    event = parse_event(item) if isinstance(item, bytes) else event_of(item)
+                except PermanentFailure as exc:
+                    await self.dead_letter(m, str(exc), item)
+                    continue
+                events.append(event)
+                sources[event.eventId] = (m, item)
+        return _HistoryBatch(self, events, sources, messages[-1])
 
-    async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+    @staticmethod
+    def _count(message: AbstractIncomingMessage) -> int:
+        n = (message.headers or {}).get("x-event-batch")
+        return n if isinstance(n, int) and n > 0 else 1
+
+    async def dead_letter(self, message: AbstractIncomingMessage, reason: str, event: Any = None) -> None:
+        """To the DLQ: the message, or one event of it (`event`: its body, or an item of a
+        batch message, dead-lettered as a message of its own)."""
         headers = dict(message.headers or {})
+        body = message.body
+        if event is not None and headers.pop("x-event-batch", None) is not None:
+            for h in ("x-first-position", "x-last-position"):
+                headers.pop(h, None)
+            body = json.dumps(event).encode()
         headers.update({"x-error": reason[:1000], "x-error-kind": "permanent", "x-service": SERVICE,
                         "x-attempts": 1, "x-first-failure-at": iso_ms(utcnow()),
                         "x-original-queue": REBUILD_QUEUE.name,
                         "x-original-routing-key": headers.get("x-original-routing-key") or message.routing_key or ""})
         log.warning("dead-lettering %s from %s: %s", message.message_id, REBUILD_QUEUE.name, reason)
         await self._channel.default_exchange.publish(
-            aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
+            aio_pika.Message(body, headers=headers,
+                             content_type=message.content_type,
                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id,
                              correlation_id=message.correlation_id, type=message.type),
             routing_key=REBUILD_QUEUE.dlq)

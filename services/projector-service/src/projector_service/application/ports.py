@@ -33,6 +33,10 @@ class ViewStore(Protocol):
         """Like mark_processed then advance_watermark, but positions that become contiguous
         with the watermark are recorded by raising it, without a document each."""
 
+    async def watermark(self) -> int:
+        """The stored watermark (every position up to it is processed; those positions may
+        have no `processed` document)."""
+
     async def advance_watermark(self) -> int:
         """Raises the watermark over the contiguous processed positions; returns it."""
 

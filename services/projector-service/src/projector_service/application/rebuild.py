@@ -80,7 +80,7 @@ def _now() -> datetime:
 
 class Rebuilder:
     def __init__(self, registry: SetRegistry, feed: HistoryFeed, *, owner: str,
-                 batch_size: int = 2000, idle_s: float = 0.3, retry_request_s: float = 2.0,
+                 batch_size: int = 2000, idle_s: float = 0.3,
                  grace_s: float = 30.0, rerequest_s: float = 30.0, propagation_s: float = PROPAGATION_S,
                  on_progress: Callable[[Progress], None] | None = None, progress_every_s: float = 1.0) -> None:
         self._registry = registry
@@ -88,7 +88,6 @@ class Rebuilder:
         self._owner = owner
         self._batch_size = batch_size
         self._idle_s = idle_s
-        self._retry_request_s = retry_request_s
         self._grace_s = grace_s
         self._rerequest_s = rerequest_s
         self._propagation_s = propagation_s
@@ -96,6 +95,7 @@ class Rebuilder:
         self._progress_every_s = progress_every_s
         self._applied = 0
         self._started = 0.0
+        self._requests = 0
 
     # ---- pointer -------------------------------------------------------------------------
 
@@ -144,7 +144,7 @@ class Rebuilder:
         log.info("rebuilding into set %s (live set %r)", name, previous)
         heartbeat = asyncio.create_task(self._heartbeats(name))
         try:
-            await self._feed.request(1)
+            await self._request(1)
             await self._catch_up(new, old, "replay")
             # the query indexes are built once the bulk of the history is in (much faster than
             # maintaining them during the load), and before any query can read the set
@@ -176,7 +176,7 @@ class Rebuilder:
         requests a replay of the first missing position when the queue is dry."""
         last_request = time.monotonic()
         last_report = 0.0
-        target = await old.last_processed()
+        target = max(await old.watermark(), await old.last_processed())
         while True:
             batch = await self._feed.next_batch(self._batch_size, self._idle_s)
             if batch is not None:
@@ -186,22 +186,22 @@ class Rebuilder:
                     target = max(target, await old.last_processed())
                     self._report(new.name, phase, await new.advance_watermark(), target)
                 continue
-            watermark = await new.advance_watermark()
-            missing = await self._first_missing(new, old, watermark)
+            missing, watermark = await self._first_missing(new, old)
             target = max(target, await old.last_processed())
             self._report(new.name, phase, watermark, target)
-            if missing is None and self._feed.replay_ends:
+            outstanding = self._requests - len(self._feed.replay_ends)  # replays not finished yet
+            if missing is None and outstanding <= 0:
                 return
-            if missing is None:  # the history has not arrived yet: ask again after a while
-                if time.monotonic() - last_request >= self._rerequest_s:
-                    log.info("no end of the history yet; asking again from position %d", watermark + 1)
-                    await self._feed.request(watermark + 1)
-                    last_request = time.monotonic()
-                continue
-            if time.monotonic() - last_request >= self._retry_request_s:
-                log.info("set %s lacks position %d: replaying from there", new.name, missing)
-                await self._feed.request(missing)
-                last_request = time.monotonic()
+            if outstanding > 0 and time.monotonic() - last_request < self._rerequest_s:
+                continue  # a replay is on its way (the command service may be busy): wait for it
+            start = missing if missing is not None else watermark + 1
+            log.info("set %s lacks position %d: asking for the history from there", new.name, start)
+            await self._request(start)
+            last_request = time.monotonic()
+
+    async def _request(self, from_position: int) -> None:
+        self._requests += 1
+        await self._feed.request(from_position)
 
     async def _apply(self, store: ViewStore, batch: object) -> None:
         events = batch.events  # type: ignore[attr-defined]
@@ -223,17 +223,23 @@ class Rebuilder:
         if result:
             self._applied += len(result.done)
 
-    async def _first_missing(self, new: ViewStore, old: ViewStore, watermark: int) -> int | None:
-        """The first position the old set has processed and the new one has not, or None."""
+    async def _first_missing(self, new: ViewStore, old: ViewStore) -> tuple[int | None, int]:
+        """The first position the old set has processed and the new one has not (or None),
+        and the new set's watermark. The old set is always read before the new one: under
+        load, what the old set had then is in the new one by now, so the answer settles."""
+        old_watermark = await old.watermark()
+        watermark = await new.advance_watermark()
+        if watermark < old_watermark:
+            return watermark + 1, watermark  # processed in the old set (its watermark says so)
         after = watermark
         while True:
             theirs = await old.processed_after(after, COMPARE_CHUNK)
             if not theirs:
-                return None
+                return None, watermark
             ours = set(await new.processed_after(after, None, upto=theirs[-1]))
             for p in theirs:
                 if p not in ours:
-                    return p
+                    return p, watermark
             after = theirs[-1]
 
     def _report(self, name: str, phase: str, watermark: int, target: int) -> None:
