@@ -237,3 +237,42 @@ async def test_a_second_rebuild_is_refused_while_one_runs(stack):
 def test_cli_accepts_only_all_views():
     result = CliRunner().invoke(projector_cli, ["rebuild", "orders"])
     assert result.exit_code == 2 and "only `all`" in result.output
+
+
+async def test_an_event_that_cannot_be_applied_goes_to_the_rebuild_dlq_and_the_rebuild_completes(stack, pg_dsn):
+    import json
+
+    import aio_pika
+    import asyncpg
+
+    from cqrs_shared.topology import REBUILD_QUEUE
+
+    # a stored OrderPlaced without items: the live projector dead-letters it, so does the rebuild
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        async with conn.transaction():
+            pos = await conn.fetchval("UPDATE position_counter SET value = value + 1 RETURNING value")
+            event_id = uuid.uuid4()
+            env = {"eventId": str(event_id), "eventType": "OrderPlaced", "aggregateId": "o-poison",
+                   "aggregateType": "order", "version": 1, "position": pos, "timestamp": "2026-01-01T00:00:00.000Z",
+                   "data": {"orderId": "o-poison", "customerId": "c0"}, "metadata": {}}
+            await conn.execute(
+                "INSERT INTO events (position, event_id, aggregate_type, aggregate_id, version, event_type, envelope,"
+                " created_at) VALUES ($1, $2, 'order', 'o-poison', 1, 'OrderPlaced', $3, now())",
+                pos, event_id, json.dumps(env))
+            await conn.execute("SELECT pg_notify('outbox', '')")
+    finally:
+        await conn.close()
+    result = await rebuild(stack.settings, **FAST)
+    assert result.watermark == pos - 1  # as in the live set: the poison position is never applied
+    amqp = await aio_pika.connect_robust(stack.settings.amqp_url)
+    try:
+        ch = await amqp.channel()
+        dlq = await ch.declare_queue(REBUILD_QUEUE.dlq, durable=True, passive=True)
+        msg = await dlq.get(no_ack=True, fail=False)
+        assert msg is not None and json.loads(msg.body)["eventId"] == str(event_id)
+        assert "items" in msg.headers["x-error"] and msg.headers["x-original-queue"] == REBUILD_QUEUE.name
+    finally:
+        await amqp.close()
+    reply = await stack.query("GetOrderDetails", {"orderId": next(iter(stack.orders))})
+    assert reply["status"] == "ok" and reply["position"] == pos - 1
