@@ -65,3 +65,20 @@ def test_references_keep_the_stock_of_the_highest_position_and_merge_product_inf
     assert r.product_stock == {"p1": (13, 7)}
     assert r.product_info == {"p1": ({"name": "Pen", "price": "1.50"}, 2)}
     assert r.customers == {"c1": {"customerId": "c1", "name": "A", "email": "a@x.io"}}
+
+
+def test_pointer_targets_newest_first_without_a_dead_build_or_an_expired_retirement():
+    from datetime import datetime, timedelta, timezone
+
+    from projector_service.application.ports import Pointer
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert Pointer().target_names(now) == [("", True)]
+    building = Pointer(live="", building="r1", heartbeat_at=now - timedelta(seconds=5))
+    assert building.target_names(now) == [("r1", False), ("", True)]
+    from dataclasses import replace
+    assert replace(building, strict=True).target_names(now) == [("r1", True), ("", True)]
+    assert replace(building, heartbeat_at=now - timedelta(seconds=31)).target_names(now) == [("", True)]
+    switched = Pointer(live="r1", retiring="", retire_until=now + timedelta(seconds=1))
+    assert switched.target_names(now) == [("r1", True), ("", True)]
+    assert switched.target_names(now + timedelta(seconds=2)) == [("r1", True)]

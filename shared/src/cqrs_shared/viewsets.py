@@ -20,6 +20,9 @@ SET_COLLECTIONS = (*VIEW_COLLECTIONS, "processed")
 # changing the pointer before they rely on every process having seen the change
 POINTER_TTL_S = 0.5
 PROPAGATION_S = 4 * POINTER_TTL_S
+# a rebuild renews its heartbeat every few seconds; a building set whose heartbeat is older
+# belongs to a rebuild that died: projectors stop writing it, the next rebuild drops it
+BUILD_LEASE_S = 30.0
 
 _SET_NAME = re.compile(r"^r[1-9][0-9]{0,8}$")
 _SUFFIXED = re.compile(r"^(orders|customers|products|processed)_(r[1-9][0-9]{0,8})$")

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cqrs_shared.contracts.envelopes import EventEnvelope
+from cqrs_shared.viewsets import BUILD_LEASE_S
 
 
 class ViewStore(Protocol):
@@ -78,8 +79,9 @@ class Pointer:
 
     def target_names(self, now: datetime) -> list[tuple[str, bool]]:
         out: list[tuple[str, bool]] = []
-        if self.building is not None:
-            out.append((self.building, self.strict))
+        if self.building is not None and self.heartbeat_at is not None \
+                and (now - self.heartbeat_at).total_seconds() < BUILD_LEASE_S:
+            out.append((self.building, self.strict))  # (not the set of a rebuild that died)
         out.append((self.live, True))
         if self.retiring is not None and self.retire_until is not None and now < self.retire_until:
             out.append((self.retiring, True))

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from cqrs_shared.viewsets import PROPAGATION_S
+from cqrs_shared.viewsets import BUILD_LEASE_S, PROPAGATION_S
 
 from projector_service.application.apply import apply_events
 from projector_service.application.ports import HistoryFeed, Pointer, SetRegistry, ViewStore
@@ -40,7 +40,7 @@ from projector_service.application.ports import HistoryFeed, Pointer, SetRegistr
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
-LEASE_S = 30.0  # a building set whose heartbeat is older belongs to a rebuild that died
+LEASE_S = BUILD_LEASE_S  # a building set whose heartbeat is older belongs to a rebuild that died
 COMPARE_CHUNK = 10_000
 APPLY_ATTEMPTS = 8  # about a minute of backoff, then the rebuild fails (and can be run again)
 
@@ -149,7 +149,7 @@ class Rebuilder:
             # the query indexes are built once the bulk of the history is in (much faster than
             # maintaining them during the load), and before any query can read the set
             await self._registry.create_indexes(name)
-            ptr = await self._change(ptr, strict=True)
+            ptr = await self._change(ptr, strict=True, heartbeat_at=_now())
             await asyncio.sleep(self._propagation_s)
             await self._catch_up(new, old, "strict")
             ptr = await self._change(ptr, live=name, building=None, strict=False, owner=None, heartbeat_at=None,
@@ -157,10 +157,29 @@ class Rebuilder:
             log.info("set %s is live; set %r retires at %s", name, previous, ptr.retire_until)
             await asyncio.sleep(self._propagation_s)
             await self._catch_up(new, old, "verify")
+        except BaseException:
+            heartbeat.cancel()
+            await self._abandon(ptr)
+            raise
         finally:
             heartbeat.cancel()
         elapsed = time.monotonic() - self._started
         return RebuildResult(name, previous, self._applied, await new.advance_watermark(), elapsed, dropped)
+
+    async def _abandon(self, ptr: Pointer) -> None:
+        """After a failure before the switch: take the unfinished set out of the pointer (best
+        effort; if this fails too, projectors stop writing it when its heartbeat is too old)."""
+        if ptr.building is None:
+            return  # already switched: the new set is live and complete up to the verify phase
+        try:
+            current = await self._registry.read()
+            if current.building == ptr.building and current.owner == self._owner:
+                await self._registry.replace(replace(current, generation=current.generation + 1, building=None,
+                                                     strict=False, owner=None, heartbeat_at=None),
+                                             current.generation)
+                log.warning("rebuild failed: set %s abandoned, the live views are unchanged", ptr.building)
+        except Exception as exc:
+            log.warning("could not abandon set %s: %r", ptr.building, exc)
 
     async def _heartbeats(self, name: str) -> None:
         while True:
