@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -34,7 +33,11 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncp
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init, reset=_no_reset)
 
 
-async def _audit(conn: asyncpg.Connection | asyncpg.Pool, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
+AUDIT_COLUMNS = "command_id, command_type, user_id, roles, aggregate_id, status, error_code, request"
+
+
+def _audit_values(request: dict[str, Any] | None, reply: dict[str, Any]) -> tuple:
+    """The audit row's AUDIT_COLUMNS for a request and its reply (the reply column apart)."""
     request = request or {}
     meta = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
     roles = [r for r in meta.get("roles", []) if isinstance(r, str)] if isinstance(meta.get("roles"), list) else []
@@ -43,16 +46,55 @@ async def _audit(conn: asyncpg.Connection | asyncpg.Pool, request: dict[str, Any
         v = request.get(key)
         return v[:200] if isinstance(v, str) else None
 
-    await conn.execute(
-        "INSERT INTO command_audit (command_id, command_type, user_id, roles, aggregate_id, status, error_code, "
-        "request, reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        reply.get("commandId"), text("commandType"), text("userId"), roles, reply.get("aggregateId"),
-        reply["status"], (reply.get("error") or {}).get("code"), request or None, reply)
+    return (reply.get("commandId"), text("commandType"), text("userId"), roles, reply.get("aggregateId"),
+            reply["status"], (reply.get("error") or {}).get("code"), request or None)
+
+
+async def _audit(conn: asyncpg.Connection | asyncpg.Pool, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
+    await conn.execute(f"INSERT INTO command_audit ({AUDIT_COLUMNS}, reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                       *_audit_values(request, reply), reply)
+
+
+# the commit-order time as the contract writes it (ISO 8601 UTC, milliseconds, Z), as iso_ms does
+_ISO_MS = """to_char(c.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+
+class _Append:
+    """Builds the one statement that ends an accepted command: the position counter update
+    (`c`: the new value and clock_timestamp() under its row lock), then, as data-modifying
+    CTEs reading `c`, the buffered state changes, the events, the reply and the audit row.
+    One round trip instead of one per write, and the counter's row lock (held until commit,
+    which keeps positions in commit order) covers this statement and the COMMIT only."""
+
+    def __init__(self) -> None:
+        self.ctes: list[str] = []
+        self.args: list[Any] = []
+        self.tables: set[str] = set()
+
+    def arg(self, value: Any, cast: str) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}::{cast}"
+
+    def write(self, table: str, sql: str) -> None:
+        # two changes of one row in one statement are undefined in PostgreSQL: one per table
+        if table in self.tables:
+            raise AssertionError(f"a command may change {table} only once")
+        self.tables.add(table)
+        self.ctes.append(sql)
+
+    def statement(self, count: str) -> str:
+        head = f"c AS (UPDATE position_counter SET value = value + {count} WHERE id = 1 " \
+               "RETURNING value, clock_timestamp() AS at)"
+        ctes = ",\n".join([head] + [f"w{i} AS ({sql})" for i, sql in enumerate(self.ctes)])
+        return f"WITH {ctes}\nSELECT value FROM c"
 
 
 class PgTx(Tx):
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self._writes = _Append()
+
+    # -- reads (at once) -------------------------------------------------------------------
 
     async def customer(self, customer_id: str, *, lock: bool = False) -> Customer | None:
         row = await self.conn.fetchrow(
@@ -72,8 +114,12 @@ class PgTx(Tx):
     async def product_exists(self, product_id: str) -> bool:
         return bool(await self.conn.fetchval("SELECT 1 FROM products WHERE id = $1", product_id))
 
-    async def order_exists(self, order_id: str) -> bool:
-        return bool(await self.conn.fetchval("SELECT 1 FROM orders WHERE id = $1", order_id))
+    async def order_exists_and_open_amount(self, order_id: str, customer_id: str) -> tuple[bool, int]:
+        row = await self.conn.fetchrow(
+            "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1) AS exists, "
+            "(SELECT coalesce(sum(total_cents), 0)::bigint FROM orders "
+            " WHERE customer_id = $2 AND status IN ('placed', 'shipped')) AS open", order_id, customer_id)
+        return row["exists"], row["open"]
 
     async def order(self, order_id: str, *, lock: bool = False) -> Order | None:
         row = await self.conn.fetchrow(
@@ -88,64 +134,78 @@ class PgTx(Tx):
                      [OrderLine(r["product_id"], r["name"], r["quantity"], r["unit_price_cents"]) for r in lines],
                      row["shipping_address"], row["status"], row["version"], row["tracking_number"])
 
-    async def update_order(self, o: Order, at: datetime) -> None:
-        await self.conn.execute(
-            "UPDATE orders SET status = $2, tracking_number = $3, version = $4, updated_at = $5 WHERE id = $1",
-            o.id, o.status, o.tracking_number, o.version, at)
+    # -- state changes (buffered until append) -----------------------------------------------
 
-    async def update_product(self, p: Product) -> None:
-        await self.conn.execute("UPDATE products SET stock = $2, version = $3 WHERE id = $1", p.id, p.stock, p.version)
+    def update_order(self, o: Order) -> None:
+        w = self._writes
+        w.write("orders", f"UPDATE orders SET status = {w.arg(o.status, 'text')}, "
+                          f"tracking_number = {w.arg(o.tracking_number, 'text')}, version = {w.arg(o.version, 'int')}, "
+                          f"updated_at = c.at FROM c WHERE id = {w.arg(o.id, 'text')}")
 
-    async def open_amount_cents(self, customer_id: str) -> int:
-        return await self.conn.fetchval(
-            "SELECT coalesce(sum(total_cents), 0)::bigint FROM orders "
-            "WHERE customer_id = $1 AND status IN ('placed', 'shipped')", customer_id)
+    def update_product(self, p: Product) -> None:
+        w = self._writes
+        w.write("products", f"UPDATE products SET stock = {w.arg(p.stock, 'int')}, version = {w.arg(p.version, 'int')} "
+                            f"WHERE id = {w.arg(p.id, 'text')}")
 
-    async def insert_customer(self, c: Customer, at: datetime) -> None:
-        await self.conn.execute(
-            "INSERT INTO customers (id, name, email, credit_limit_cents, version, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6)", c.id, c.name, c.email, c.credit_limit_cents, c.version, at)
+    def insert_customer(self, c: Customer) -> None:
+        w = self._writes
+        w.write("customers", "INSERT INTO customers (id, name, email, credit_limit_cents, version, created_at) "
+                             f"SELECT {w.arg(c.id, 'text')}, {w.arg(c.name, 'text')}, {w.arg(c.email, 'text')}, "
+                             f"{w.arg(c.credit_limit_cents, 'bigint')}, {w.arg(c.version, 'int')}, c.at FROM c")
 
-    async def insert_product(self, p: Product, at: datetime) -> None:
-        await self.conn.execute(
-            "INSERT INTO products (id, name, price_cents, stock, version, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            p.id, p.name, p.price_cents, p.stock, p.version, at)
+    def insert_product(self, p: Product) -> None:
+        w = self._writes
+        w.write("products", "INSERT INTO products (id, name, price_cents, stock, version, created_at) "
+                            f"SELECT {w.arg(p.id, 'text')}, {w.arg(p.name, 'text')}, {w.arg(p.price_cents, 'bigint')}, "
+                            f"{w.arg(p.stock, 'int')}, {w.arg(p.version, 'int')}, c.at FROM c")
 
-    async def update_stock(self, products: list[Product]) -> None:
-        await self.conn.executemany("UPDATE products SET stock = $2 WHERE id = $1", [(p.id, p.stock) for p in products])
+    def update_stock(self, products: list[Product]) -> None:
+        w = self._writes
+        w.write("products", f"UPDATE products p SET stock = u.stock FROM unnest({w.arg([p.id for p in products], 'text[]')}, "
+                            f"{w.arg([p.stock for p in products], 'int[]')}) AS u(id, stock) WHERE p.id = u.id")
 
-    async def insert_order(self, o: Order, at: datetime) -> None:
-        await self.conn.execute(
-            "INSERT INTO orders (id, customer_id, status, total_cents, shipping_address, tracking_number, "
-            "version, placed_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-            o.id, o.customer_id, o.status, o.total_cents, o.shipping_address, o.tracking_number, o.version, at)
-        await self.conn.executemany(
-            "INSERT INTO order_items (order_id, product_id, name, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, $5)",
-            [(o.id, ln.product_id, ln.name, ln.quantity, ln.unit_price_cents) for ln in o.lines])
+    def insert_order(self, o: Order) -> None:
+        w = self._writes
+        w.write("orders", "INSERT INTO orders (id, customer_id, status, total_cents, shipping_address, "
+                          "tracking_number, version, placed_at, updated_at) "
+                          f"SELECT {w.arg(o.id, 'text')}, {w.arg(o.customer_id, 'text')}, {w.arg(o.status, 'text')}, "
+                          f"{w.arg(o.total_cents, 'bigint')}, {w.arg(o.shipping_address, 'jsonb')}, "
+                          f"{w.arg(o.tracking_number, 'text')}, {w.arg(o.version, 'int')}, c.at, c.at FROM c")
+        order_id = w.arg(o.id, "text")
+        w.write("order_items", "INSERT INTO order_items (order_id, product_id, name, quantity, unit_price_cents) "
+                               f"SELECT {order_id}, u.p, u.n, u.q, u.c FROM unnest("
+                               f"{w.arg([ln.product_id for ln in o.lines], 'text[]')}, "
+                               f"{w.arg([ln.name for ln in o.lines], 'text[]')}, "
+                               f"{w.arg([ln.quantity for ln in o.lines], 'int[]')}, "
+                               f"{w.arg([ln.unit_price_cents for ln in o.lines], 'bigint[]')}) AS u(p, n, q, c)")
 
-    async def reserve_positions(self, count: int) -> tuple[int, datetime]:
-        row = await self.conn.fetchrow(
-            "UPDATE position_counter SET value = value + $1 WHERE id = 1 RETURNING value, clock_timestamp() AS at", count)
-        return row["value"], row["at"]
+    # -- the last step ---------------------------------------------------------------------
 
-    async def insert_events(self, envelopes: list[dict[str, Any]], at: datetime) -> None:
-        trace_context = tracing.carrier()  # the command's trace, continued by the relay
-        await self.conn.executemany(
-            "INSERT INTO events (position, event_id, aggregate_type, aggregate_id, version, event_type, envelope, "
-            "created_at, trace_context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [(e["position"], e["eventId"], e["aggregateType"], e["aggregateId"], e["version"], e["eventType"], e, at,
-              trace_context) for e in envelopes])  # the events_notify_outbox trigger wakes the relay at commit
-
-    async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any]) -> None:
+    async def append(self, envelopes: list[dict[str, Any]], command_id: str, command_type: str,
+                     reply: dict[str, Any], request: dict[str, Any] | None) -> int:
+        w = self._writes
+        count = w.arg(len(envelopes), "int")
+        first = f"c.value - {count} + e.ord"
+        trace_context = w.arg(tracing.carrier(), "jsonb")  # the command's trace, continued by the relay
+        w.write("events", "INSERT INTO events (position, event_id, aggregate_type, aggregate_id, version, event_type, "
+                          "envelope, created_at, trace_context) "
+                          f"SELECT {first}, (e.doc->>'eventId')::uuid, e.doc->>'aggregateType', e.doc->>'aggregateId', "
+                          f"(e.doc->>'version')::int, e.doc->>'eventType', "
+                          f"e.doc || jsonb_build_object('position', {first}, 'timestamp', {_ISO_MS}), c.at, {trace_context} "
+                          f"FROM c, jsonb_array_elements({w.arg(envelopes, 'jsonb')}) WITH ORDINALITY AS e(doc, ord)")
+        # the events_notify_outbox trigger wakes the relay at commit
+        stored = f"{w.arg(reply, 'jsonb')} || jsonb_build_object('position', c.value)"
+        w.write("command_replies", "INSERT INTO command_replies (command_id, command_type, reply) "
+                                   f"SELECT {w.arg(command_id, 'text')}, {w.arg(command_type, 'text')}, {stored} FROM c")
+        casts = ("text", "text", "text", "text[]", "text", "text", "text", "jsonb")
+        values = ", ".join(w.arg(v, cast) for v, cast in zip(_audit_values(request, reply), casts))
+        w.write("command_audit", f"INSERT INTO command_audit ({AUDIT_COLUMNS}, reply) SELECT {values}, {stored} FROM c")
         try:
-            await self.conn.execute(
-                "INSERT INTO command_replies (command_id, command_type, reply) VALUES ($1, $2, $3)",
-                command_id, command_type, reply)
-        except asyncpg.exceptions.UniqueViolationError:
-            raise ReplyExists(command_id) from None
-
-    async def audit(self, request: dict[str, Any] | None, reply: dict[str, Any]) -> None:
-        await _audit(self.conn, request, reply)
+            return await self.conn.fetchval(w.statement(count), *w.args)
+        except asyncpg.exceptions.UniqueViolationError as exc:
+            if exc.constraint_name == "command_replies_pkey":
+                raise ReplyExists(command_id) from None
+            raise
 
 
 class PgCommandStore:

@@ -7,7 +7,6 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,7 +19,6 @@ from cqrs_shared.contracts import commands as c
 from cqrs_shared.contracts.envelopes import MAX_BODY_BYTES, CommandEnvelope
 from cqrs_shared.contracts.errors import VALIDATION_ERROR, details_from, error_body
 from cqrs_shared.money import parse_money
-from cqrs_shared.timeutil import iso_ms
 
 log = logging.getLogger("command_service")
 
@@ -38,11 +36,12 @@ class _Invalid(Exception):
         self.message, self.details, self.aggregate_id = message, details, aggregate_id
 
 
-def _envelope(cmd: CommandEnvelope, ev: NewEvent, position: int, at: datetime) -> dict[str, Any]:
+def _envelope(cmd: CommandEnvelope, ev: NewEvent) -> dict[str, Any]:
+    """The event as published; the store sets `position` and `timestamp` when it appends it."""
     return {
         "eventId": str(uuid.uuid4()), "eventType": ev.event_type, "aggregateId": ev.aggregate_id,
-        "aggregateType": ev.aggregate_type, "version": ev.version, "position": position,
-        "timestamp": iso_ms(at), "correlationId": cmd.metadata.correlationId or cmd.commandId,
+        "aggregateType": ev.aggregate_type, "version": ev.version, "position": None,
+        "timestamp": None, "correlationId": cmd.metadata.correlationId or cmd.commandId,
         "causationId": cmd.commandId, "schemaVersion": 1, "data": ev.data,
         "metadata": {"userId": cmd.userId},
     }
@@ -63,7 +62,7 @@ def _decode(body: bytes) -> dict[str, Any] | None:
 class CommandService:
     def __init__(self, *, store: CommandStore) -> None:
         self._store = store
-        self._handlers: dict[str, Callable[[CommandEnvelope, Any, Actor, Tx], Awaitable[tuple[list[NewEvent], Callable[[Tx, datetime], Awaitable[None]]]]]] = {
+        self._handlers: dict[str, Callable[[CommandEnvelope, Any, Actor, Tx], Awaitable[tuple[list[NewEvent], Callable[[Tx], None]]]]] = {
             "RegisterCustomer": self._register_customer,
             "AddProduct": self._add_product,
             "PlaceOrder": self._place_order,
@@ -110,16 +109,12 @@ class CommandService:
 
         async def work(tx: Tx) -> dict[str, Any]:
             events, persist = await handler(cmd, data, actor, tx)
-            last, at = await tx.reserve_positions(len(events))
-            first = last - len(events) + 1
-            envelopes = [_envelope(cmd, ev, first + i, at) for i, ev in enumerate(events)]
-            await persist(tx, at)
-            await tx.insert_events(envelopes, at)
+            persist(tx)  # buffered: written by append, under the position counter
             reply = {"commandId": cmd.commandId, "status": "accepted",
                      "aggregateId": events[-1].aggregate_id, "version": events[-1].version,
-                     "position": last, "error": None}
-            await tx.save_reply(cmd.commandId, cmd.commandType, reply)
-            await tx.audit(request, reply)
+                     "position": None, "error": None}
+            reply["position"] = await tx.append([_envelope(cmd, ev) for ev in events], cmd.commandId,
+                                                cmd.commandType, reply, request)
             return reply
 
         try:
@@ -193,14 +188,14 @@ class CommandService:
         model.authorize_owner(actor, customer_id)
         customer = Customer(customer_id, data.name, data.email, parse_money(data.creditLimit))
         event = model.register_customer(customer, exists=await tx.customer_exists(customer_id))
-        return [event], lambda tx, at: tx.insert_customer(customer, at)
+        return [event], lambda tx: tx.insert_customer(customer)
 
     async def _add_product(self, cmd, data: c.AddProduct, actor: Actor, tx: Tx):
         model.authorize_admin(actor)
         product_id = data.productId or str(uuid.uuid4())
         product = Product(product_id, data.name, parse_money(data.price), data.stock)
         event = model.add_product(product, exists=await tx.product_exists(product_id))
-        return [event], lambda tx, at: tx.insert_product(product, at)
+        return [event], lambda tx: tx.insert_product(product)
 
     async def _place_order(self, cmd, data: c.PlaceOrder, actor: Actor, tx: Tx):
         model.authorize_self_service(actor)
@@ -216,15 +211,14 @@ class CommandService:
         if missing:
             raise DomainError("not_found", "; ".join(m["message"] for m in missing), missing)
         model.authorize_owner(actor, customer.id)
-        exists = await tx.order_exists(order_id)
-        open_amount = 0 if exists else await tx.open_amount_cents(customer.id)
+        exists, open_amount = await tx.order_exists_and_open_amount(order_id, customer.id)
         order, event = model.place_order(
             order_id, customer, products, [(i.productId, i.quantity) for i in data.items],
             data.shippingAddress.model_dump(), open_amount, exists=exists)
 
-        async def persist(tx: Tx, at: datetime) -> None:
-            await tx.insert_order(order, at)
-            await tx.update_stock(list(products.values()))
+        def persist(tx: Tx) -> None:
+            tx.insert_order(order)
+            tx.update_stock(list(products.values()))
 
         return [event], persist
 
@@ -237,7 +231,7 @@ class CommandService:
                               [{"field": "data.productId", "message": "not found"}])
         model.check_expected_version(cmd.expectedVersion, product.version, f"product {product.id}")
         event = model.restock_product(product, data.quantity)
-        return [event], lambda tx, at: tx.update_product(product)
+        return [event], lambda tx: tx.update_product(product)
 
     async def _order_transition(self, cmd, data, actor: Actor, tx: Tx):
         if cmd.commandType == "CancelOrder":
@@ -257,9 +251,9 @@ class CommandService:
         extra = data.model_dump(exclude={"orderId"})
         event = model.transition(order, cmd.commandType, extra, products)
 
-        async def persist(tx: Tx, at: datetime) -> None:
-            await tx.update_order(order, at)
+        def persist(tx: Tx) -> None:
+            tx.update_order(order)
             if products:
-                await tx.update_stock(list(products.values()))
+                tx.update_stock(list(products.values()))
 
         return [event], persist
