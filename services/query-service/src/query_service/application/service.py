@@ -71,11 +71,11 @@ class QueryService:
         except ValidationError as exc:
             return invalid(qid, "invalid parameters", details_from(exc, "parameters"))
 
-        position = await self._reader.watermark()
+        position = await self._watcher.current()
         if query.minPosition is not None and position < query.minPosition:
             reached = await self._watcher.wait_for(query.minPosition, query.maxWaitMs / 1000)
             if reached is None:
-                position = await self._reader.watermark()
+                position = await self._watcher.current()
                 if position < query.minPosition:
                     return _reply(qid, position=position, error=error_body(
                         STALE, f"views have reached position {position}, not {query.minPosition}, "
