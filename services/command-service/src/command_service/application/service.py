@@ -101,9 +101,10 @@ class CommandService:
                       correlationId=cmd.metadata.correlationId or cmd.commandId, causationId=cmd.commandId)
         except _Invalid as exc:
             return await self._reply_invalid(request, exc)
-        stored = await self._store.stored_reply(command_id)
-        if stored is not None:
-            return stored, False
+        # No lookup of a stored reply first (a round trip per command): the reply's primary
+        # key decides. A repeated commandId runs the rules again, and then either fails at
+        # append (ReplyExists: everything rolls back, the stored reply is returned) or is
+        # rejected, and save_reply keeps and returns the first reply.
         handler = self._handlers[cmd.commandType]
         actor = Actor(cmd.userId, frozenset(cmd.metadata.roles))
 
@@ -120,7 +121,7 @@ class CommandService:
         try:
             return await self._store.in_transaction(work), True
         except ReplyExists:
-            return await self._store.stored_reply(command_id), False  # a concurrent twin won
+            return await self._store.stored_reply(command_id), False  # seen before, or a concurrent twin won
         except DomainError as exc:
             reply = rejected(command_id, exc.code, exc.message, exc.details, self._target_id(cmd, data))
             return await self._store.save_reply(command_id, cmd.commandType, reply, request), True
