@@ -377,7 +377,7 @@ def goals(r: dict) -> list[tuple[str, str, str, bool, str]]:
     p50 = p1["p50_ms"]
     out.append(("PlaceOrder p50 c=1 <= 3 ms", f"{p50:.2f} ms", f"{p50 / 3:.2f}x of goal", p50 <= 3,
                 f"echo alone takes {base['echo_1']['p50_ms']:.2f} ms at c=1 here; the command service spends "
-                f"{_cpu(p1, 'command-service'):.2f} ms CPU per command and 6 PostgreSQL round trips including "
+                f"{_cpu(p1, 'command-service'):.2f} ms CPU per command and 5 PostgreSQL round trips including "
                 f"the commit's fsync"))
     lag = r["lag"]
     out.append(("lag p99 <= 50 ms at 200 commands/s", f"{lag['p99_ms']:,.1f} ms", f"{lag['p99_ms'] / 50:.2f}x of goal",

@@ -114,6 +114,24 @@ class PgTx(Tx):
     async def product_exists(self, product_id: str) -> bool:
         return bool(await self.conn.fetchval("SELECT 1 FROM products WHERE id = $1", product_id))
 
+    async def customer_and_products(self, customer_id: str,
+                                    product_ids: list[str]) -> tuple[Customer | None, dict[str, Product]]:
+        # the Append scans `c` before `p`: the customer is locked first, then the products in id order
+        rows = await self.conn.fetch(
+            "WITH c AS (SELECT id, name, email, credit_limit_cents, version FROM customers WHERE id = $1 FOR UPDATE), "
+            "p AS (SELECT id, name, price_cents, stock, version FROM products WHERE id = ANY($2::text[]) "
+            "      ORDER BY id FOR UPDATE) "
+            "SELECT true AS is_customer, id, name, email, credit_limit_cents AS cents, NULL::int AS stock, version FROM c "
+            "UNION ALL SELECT false, id, name, NULL, price_cents, stock, version FROM p", customer_id, product_ids)
+        customer = None
+        products: dict[str, Product] = {}
+        for r in rows:
+            if r["is_customer"]:
+                customer = Customer(r["id"], r["name"], r["email"], r["cents"], r["version"])
+            else:
+                products[r["id"]] = Product(r["id"], r["name"], r["cents"], r["stock"], r["version"])
+        return customer, products
+
     async def order_exists_and_open_amount(self, order_id: str, customer_id: str) -> tuple[bool, int]:
         row = await self.conn.fetchrow(
             "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1) AS exists, "

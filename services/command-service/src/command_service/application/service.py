@@ -201,12 +201,11 @@ class CommandService:
     async def _place_order(self, cmd, data: c.PlaceOrder, actor: Actor, tx: Tx):
         model.authorize_self_service(actor)
         order_id = data.orderId or str(uuid.uuid4())
-        customer = await tx.customer(data.customerId, lock=True)
+        ids = [i.productId for i in data.items]
+        customer, products = await tx.customer_and_products(data.customerId, ids)
         if customer is None:
             raise DomainError("not_found", f"customer {data.customerId} not found",
                               [{"field": "data.customerId", "message": "not found"}])
-        ids = [i.productId for i in data.items]
-        products = await tx.products(ids, lock=True)
         missing = [{"field": f"data.items[{n}].productId", "message": f"product {pid} not found"}
                    for n, pid in enumerate(ids) if pid not in products]
         if missing:
