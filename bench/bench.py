@@ -323,6 +323,29 @@ async def rebuild_phase(env: dict[str, str], events: int, timeout: float) -> dic
     return {"events": events, "seconds": elapsed, "events_per_s": events / elapsed, "output": text.strip()[-300:]}
 
 
+async def catch_up(client: RpcClient, position: int, timeout: float) -> float | None:
+    """Waits until the views reach `position` (so that a phase does not start with the
+    previous phase's backlog still being applied); the seconds it took, None if not within
+    `timeout`."""
+    t0 = time.perf_counter()
+    with console.status(f"waiting for the projector to reach position {position:,}"):
+        while time.perf_counter() - t0 < timeout:
+            q = await client.query({"queryType": "GetOrderDetails", "minPosition": position, "maxWaitMs": 10000,
+                                    "parameters": {"orderId": "none"}}, timeout=20)
+            if q["status"] == "ok" or q["error"]["code"] != "stale":
+                return time.perf_counter() - t0
+    console.print(f"[yellow]the projector did not reach position {position:,} within {timeout:.0f} s[/]")
+    return None
+
+
+async def current_position(client: RpcClient, run: str) -> int:
+    """The newest position: that of a command accepted now (RegisterCustomer of a new id)."""
+    r = await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"probe-{uuid.uuid4().hex[:8]}-{run}", "name": "Probe", "email": "probe@example.com",
+        "creditLimit": "1"}}, timeout=60)
+    return r["position"]
+
+
 async def history_and_rebuild(client: RpcClient, services: Services, dsn: str, run: str, timeout: float) -> dict:
     """Appends a history of HISTORY_EVENTS events, waits for the live projector to apply it
     (relay + projector catch-up speed), then times `projector-service rebuild all` over the
@@ -332,16 +355,9 @@ async def history_and_rebuild(client: RpcClient, services: Services, dsn: str, r
     with console.status(f"writing a history of {HISTORY_EVENTS:,} events"):
         last = await write_history(dsn, history_events(run, HISTORY_EVENTS))
     t0 = time.perf_counter()
-    with console.status(f"live projector catching up on {HISTORY_EVENTS:,} events"):
-        deadline = t0 + timeout
-        while True:
-            q = await client.query({"queryType": "GetOrderDetails", "minPosition": last, "maxWaitMs": 30000,
-                                    "parameters": {"orderId": "none"}}, timeout=40)
-            if q["status"] != "error" or q["error"]["code"] != "stale":
-                break
-            if time.perf_counter() > deadline:
-                return {"events": last, "error": f"the live projector reached {q['position']:,} of {last:,} "
-                                                 f"within {timeout:.0f} s; no rebuild measured"}
+    if await catch_up(client, last, timeout) is None:
+        return {"events": last, "error": f"the live projector did not apply the history within {timeout:.0f} s; "
+                                         f"no rebuild measured"}
     caught_up = time.perf_counter() - t0
     with console.status(f"rebuilding all views from {last:,} events"):
         rb = await rebuild_phase(services.env, last, timeout)
@@ -429,6 +445,9 @@ def report(r: dict) -> None:
     console.print(f"command -> view lag at {lag['rate']:.0f}/s: p50 {lag['p50_ms']:.1f} ms, p95 {lag['p95_ms']:.1f} ms, "
                   f"p99 {lag['p99_ms']:.1f} ms ({lag['failures']} failures); projector CPU "
                   f"{_cpu(lag, 'projector-service'):.2f} ms per command")
+    cu = r.get("catch_up_s", {})
+    console.print("projector catch-up before the next phase: " + ", ".join(
+        f"{k.replace('_', ' ')} {'%.1f s' % v if v is not None else 'not within the timeout'}" for k, v in cu.items()))
     rb = r.get("rebuild", {})
     if rb.get("catch_up_events_per_s"):
         console.print(f"history: {rb['events']:,} events caught up by relay + live projector at "
@@ -542,13 +561,12 @@ async def main(args: argparse.Namespace) -> int:
                     return (await client.send_command(place_order(run, n + c * 1000, i, customers, products)))["status"] == "accepted"
                 r["place_order"][str(c)] = await measured(services, load(po, c, s))
             console.print(f"PlaceOrder c={c}: {r['place_order'][str(c)]['throughput']:,.0f}/s")
-        with console.status("waiting for the projector to catch up"):
-            last = await client.send_command(place_order(run, 0, 0, customers, products))
-            await client.query({"queryType": "GetOrderDetails", "minPosition": last["position"], "maxWaitMs": 30000,
-                                "parameters": {"orderId": last["aggregateId"]}}, timeout=60)
+        last = await client.send_command(place_order(run, 0, 0, customers, products))
+        r["catch_up_s"] = {"after_place_order": await catch_up(client, last["position"], args.rebuild_timeout)}
         with console.status(f"lag at 200 commands/s for {s:.0f} s"):
             r["lag"] = await measured(services, lag_phase(client, run, 200, s, customers, products))
         console.print(f"lag p99: {r['lag']['p99_ms']:,.1f} ms")
+        r["catch_up_s"]["after_lag"] = await catch_up(client, await current_position(client, run), args.rebuild_timeout)
         r["query"] = {}
         for c in (1, 64):
             with console.status(f"GetOrderDetails at concurrency {c} for {s:.0f} s"):
