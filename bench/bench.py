@@ -330,8 +330,11 @@ async def catch_up(client: RpcClient, position: int, timeout: float) -> float | 
     t0 = time.perf_counter()
     with console.status(f"waiting for the projector to reach position {position:,}"):
         while time.perf_counter() - t0 < timeout:
-            q = await client.query({"queryType": "GetOrderDetails", "minPosition": position, "maxWaitMs": 10000,
-                                    "parameters": {"orderId": "none"}}, timeout=20)
+            try:
+                q = await client.query({"queryType": "GetOrderDetails", "minPosition": position, "maxWaitMs": 10000,
+                                        "parameters": {"orderId": "none"}}, timeout=30)
+            except RpcTimeout:  # the query service is still busy with the previous phase's queries
+                continue
             if q["status"] == "ok" or q["error"]["code"] != "stale":
                 return time.perf_counter() - t0
     console.print(f"[yellow]the projector did not reach position {position:,} within {timeout:.0f} s[/]")
