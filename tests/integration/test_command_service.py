@@ -164,6 +164,33 @@ async def test_business_rejections(stack):
     assert dup["error"]["code"] == "duplicate" and dup["aggregateId"] == f"p-{run}"
 
 
+async def test_a_rejected_command_id_keeps_its_rejection_when_it_could_now_succeed(stack):
+    """Idempotency rests on the stored reply's key, not on a lookup first: a commandId that
+    was rejected and is sent again after the rules would now accept it gets the stored
+    rejection, and nothing it would have written remains."""
+    client, run = stack["client"], uuid.uuid4().hex[:8]
+    await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
+        "customerId": f"c-{run}", "name": "Di", "email": "di@example.com", "creditLimit": "1000"}})
+    await client.send_command({"commandType": "AddProduct", **ADMIN, "data": {
+        "productId": f"p-{run}", "name": "Mug", "price": "5", "stock": 1}})
+    cmd = {"commandId": f"po-{run}", "commandType": "PlaceOrder", **ADMIN, "data": {
+        "orderId": f"o-{run}", "customerId": f"c-{run}", "items": [{"productId": f"p-{run}", "quantity": 2}],
+        "shippingAddress": ADDRESS}}
+    first = await client.send_command(cmd)
+    assert first["error"]["code"] == "insufficient_stock"
+    restocked = await client.send_command({"commandType": "RestockProduct", **ADMIN, "data": {
+        "productId": f"p-{run}", "quantity": 5}})
+    assert restocked["status"] == "accepted"
+    again = await client.send_command(cmd)
+    assert again == first
+    assert await _count(stack["dsn"], "SELECT count(*) FROM orders WHERE id = $1", f"o-{run}") == 0
+    assert await _count(stack["dsn"], "SELECT stock FROM products WHERE id = $1", f"p-{run}") == 6
+    assert await _count(stack["dsn"], "SELECT count(*) FROM events WHERE aggregate_id = $1", f"o-{run}") == 0
+    # both deliveries are audited, each with the reply it got
+    assert await _count(stack["dsn"], "SELECT count(*) FROM command_audit WHERE command_id = $1 "
+                                      "AND status = 'rejected'", f"po-{run}") == 2
+
+
 async def test_concurrent_orders_never_oversell(stack):
     client, run = stack["client"], uuid.uuid4().hex[:8]
     await client.send_command({"commandType": "RegisterCustomer", **ADMIN, "data": {
