@@ -36,5 +36,5 @@ migrate: install
 clean: down
 	rm -rf .run
 
-bench: install       ## measure the system against its raw baselines (about 5 minutes)
+bench: install       ## measure the system against its raw baselines (about 5 minutes, then the rebuild phase)
 	scripts/with-mongo.sh $(UV) run --frozen python bench/bench.py $(BENCH_ARGS)
