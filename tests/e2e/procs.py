@@ -12,14 +12,18 @@ BIN = Path(sys.executable).parent
 
 
 class Service:
-    def __init__(self, name: str, env: dict[str, str], logdir: Path) -> None:
+    """One service process; `label` names its log files (replicas of one service need
+    different labels)."""
+
+    def __init__(self, name: str, env: dict[str, str], logdir: Path, label: str | None = None) -> None:
         self.name, self.env, self.logdir = name, env, logdir
+        self.label = label or name
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self, **extra_env: str) -> "Service":
         self.starts += 1
-        self.log = self.logdir / f"{self.name}.{self.starts}.log"
+        self.log = self.logdir / f"{self.label}.{self.starts}.log"
         self.proc = subprocess.Popen([str(BIN / self.name), "serve"], env={**self.env, **extra_env},
                                      stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
