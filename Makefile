@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: install up down status demo test test-unit migrate clean bench asyncapi
+.PHONY: install up down status demo test test-unit migrate clean bench asyncapi scale
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -38,3 +38,6 @@ clean: down
 
 bench: install       ## measure the system against its raw baselines (about 5 minutes, then the rebuild phase)
 	scripts/with-mongo.sh $(UV) run --frozen python bench/bench.py $(BENCH_ARGS)
+
+scale: install       ## projector at 1, 2, 4 replicas, 2 command and 1-2 query replicas, views checked by the oracle (a few minutes)
+	scripts/with-mongo.sh $(UV) run --frozen python bench/scale.py $(SCALE_ARGS)
