@@ -48,7 +48,7 @@ from oracle.workload import Workload, check_replies, figures, run_workload  # no
 from procs import Service  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-console = Console()
+console = Console(width=120)
 
 
 async def watermark(mongo: AsyncIOMotorClient, db: str) -> int:
@@ -237,7 +237,7 @@ def report(out: dict) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--commands", type=int, default=1500)
+    ap.add_argument("--commands", type=int, default=1000)
     ap.add_argument("--replicas", default="1,2,4", help="projector replica counts")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--query-seconds", type=float, default=8.0)

@@ -133,7 +133,8 @@ async def test_every_query_answer_equals_the_oracle(stack, rabbit_vhost_url, pg_
     print("redeliveries forced: " + ", ".join(f"{k} {v}" for k, v in forced.items())
           + " (+ the restarted replica's catch-up replay)")
     print(f"queries compared: {comparison.total} in {compare_s:.1f} s ("
-          + ", ".join(f"{k} {v}" for k, v in sorted(comparison.counts.items())) + f"); "
+          + ", ".join(f"{k} {v} ({comparison.seconds[k] / v * 1000:.0f} ms)" for k, v in sorted(comparison.counts.items()))
+          + f"); "
           f"mismatches {len(comparison.mismatches)}")
 
     assert forced["unacked deliveries it held"] > 0, "the killed replica held nothing: no redelivery forced"

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import json
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ def check_events(records: list[Sent], rows: list[asyncpg.Record]) -> list[str]:
 @dataclass
 class Comparison:
     counts: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)  # summed latency per query type
     mismatches: list[str] = field(default_factory=list)
 
     @property
@@ -88,8 +90,10 @@ async def compare_all(query: Query, model: Model, *, seed: int = 0, searches: in
 
     async def ask(qtype: str, params: dict[str, Any], expected: dict[str, Any] | None) -> None:
         async with sem:
+            t0 = time.perf_counter()
             reply = await query({"queryType": qtype, "parameters": params, "minPosition": min_position,
                                  "maxWaitMs": max_wait_ms})
+            out.seconds[qtype] += time.perf_counter() - t0
         out.counts[qtype] += 1
         if expected is None:
             ok = reply.get("status") == "error" and (reply.get("error") or {}).get("code") == "not_found"
@@ -167,7 +171,7 @@ async def compare_all(query: Query, model: Model, *, seed: int = 0, searches: in
 
 def _search_texts(model: Model, rng: random.Random) -> list[str]:
     """Fragments of order ids, names, emails and product names, in other cases, and misses."""
-    texts = ["zzz-no-match", "@EXAMPLE.com", "ø", "ZOË"]
+    texts = ["zzz-no-match", "@EXAMPLE.com", "ø", "ZOË", ".", "(", "+1", "-LEE"]
     customers = list(model.customers.values())
     products = list(model.products.values())
     orders = list(model.orders)
