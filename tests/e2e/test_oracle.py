@@ -68,7 +68,33 @@ def stack(rabbit_vhost_url, pg_dsn, mongo_url, mongo_db_name, tmp_path_factory):
         s.terminate()
 
 
-async def test_every_query_answer_equals_the_oracle(stack, rabbit_vhost_url, pg_dsn):
+def _cpu(services) -> float:
+    import psutil
+
+    total = 0.0
+    for s in services:
+        try:
+            t = psutil.Process(s.proc.pid).cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _cpu_of_port(url: str) -> float:
+    """CPU time of the MongoDB server listening at `url`'s port (0 when not local)."""
+    import psutil
+    import urllib.parse
+
+    port = urllib.parse.urlsplit(url).port or 27017
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
+            t = psutil.Process(c.pid).cpu_times()
+            return t.user + t.system
+    return 0.0
+
+
+async def test_every_query_answer_equals_the_oracle(stack, rabbit_vhost_url, pg_dsn, mongo_url):
     vhost = vhost_of(rabbit_vhost_url)
     client = await RpcClient.connect(rabbit_vhost_url)
     rng = random.Random(SEED)
@@ -107,7 +133,7 @@ async def test_every_query_answer_equals_the_oracle(stack, rabbit_vhost_url, pg_
     t0 = time.monotonic()
     try:
         fault_task = asyncio.create_task(faults())
-        records = await run_workload(client, Workload(SEED), COMMANDS, progress=progress)
+        records = await run_workload(client, Workload(SEED, customers=80, products=30), COMMANDS, progress=progress)
         await fault_task
         sent_s = time.monotonic() - t0
 
@@ -119,15 +145,18 @@ async def test_every_query_answer_equals_the_oracle(stack, rabbit_vhost_url, pg_
         drained = await asyncio.to_thread(wait_drained, vhost, 150.0)
         caught_up_s = time.monotonic() - t0
         t1 = time.monotonic()
-        comparison = await compare_all(client.query, model, seed=SEED)
+        comparison = await compare_all(client.query, model, seed=SEED, searches=80)
         compare_s = time.monotonic() - t1
     finally:
         await client.close()
 
     fig = figures(records)
+    cpu = {"command": _cpu([stack["command"]]), "projectors": _cpu(stack["projectors"]), "query": _cpu([stack["query"]]),
+           "view store": _cpu_of_port(mongo_url)}
     print(f"\n== oracle: seed {SEED}, {len(records)} commands sent in {sent_s:.1f} s, "
           f"views drained at {caught_up_s:.1f} s")
     print(format_figures(fig))
+    print("CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     print(f"events: {len(rows)} (last position {model.last_position}); orders {len(model.orders)}, "
           f"customers {len(model.customers)}, products {len(model.products)}")
     print("redeliveries forced: " + ", ".join(f"{k} {v}" for k, v in forced.items())
