@@ -57,7 +57,7 @@ async def watermark(mongo: AsyncIOMotorClient, db: str) -> int:
 
 
 async def projector_phase(n: int, env: dict, logdir: Path, vhost_url: str, mongo: AsyncIOMotorClient,
-                          db: str, last: int, model: Model, timeout: float) -> dict:
+                          db: str, last: int, model: Model, records: list, timeout: float) -> dict:
     """n replicas project the whole history into `db`; then the oracle checks the views."""
     penv = {**env, "MONGO_DB": db, "CATCH_UP_ON_START": "false"}
     replicas = [Service("projector-service", {**penv, "INSTANCE": f"p{n}-{i}"}, logdir, f"projector-{n}x-{i}").start()
@@ -80,7 +80,7 @@ async def projector_phase(n: int, env: dict, logdir: Path, vhost_url: str, mongo
     query = Service("query-service", {**env, "MONGO_DB": db, "INSTANCE": f"q-check-{n}"}, logdir, f"query-check-{n}").start()
     client = await RpcClient.connect(vhost_url)
     try:
-        cmp = await compare_all(client.query, model, seed=n, searches=40)
+        cmp = await compare_all(client.query, model, seed=n, searches=40, records=records)
     finally:
         await client.close()
         query.terminate()
@@ -188,7 +188,7 @@ async def main(args: argparse.Namespace) -> int:
         out["projector"] = []
         for n in replica_counts:
             with console.status(f"projector x{n}: {last} events, then the oracle"):
-                row = await projector_phase(n, env, logdir, vhost_url, mongo, dbs[n], last, model, args.timeout)
+                row = await projector_phase(n, env, logdir, vhost_url, mongo, dbs[n], last, model, records, args.timeout)
             out["projector"].append(row)
             console.print(f"projector x{n}: {row['events_per_s']} events/s, exact: {row['views_exact']}")
         out["query"] = []

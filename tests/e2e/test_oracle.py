@@ -145,7 +145,7 @@ async def test_every_query_answer_equals_the_oracle(stack, rabbit_vhost_url, pg_
         drained = await asyncio.to_thread(wait_drained, vhost, 150.0)
         caught_up_s = time.monotonic() - t0
         t1 = time.monotonic()
-        comparison = await compare_all(client.query, model, seed=SEED, searches=80)
+        comparison = await compare_all(client.query, model, seed=SEED, searches=80, records=records)
         compare_s = time.monotonic() - t1
     finally:
         await client.close()

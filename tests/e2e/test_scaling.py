@@ -93,7 +93,7 @@ async def test_two_replicas_of_each_service(stack, rabbit_vhost_url, pg_dsn):
         rows = await event_rows(pg_dsn)
         model = Model.build(records, event_times(rows))
         drained = await asyncio.to_thread(wait_drained, vhost_of(rabbit_vhost_url), 120.0)
-        comparison = await compare_all(client.query, model, seed=SEED, searches=60)
+        comparison = await compare_all(client.query, model, seed=SEED, searches=60, records=records)
     finally:
         await client.close()
 

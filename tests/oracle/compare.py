@@ -78,11 +78,13 @@ Query = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 async def compare_all(query: Query, model: Model, *, seed: int = 0, searches: int = 100,
-                      concurrency: int = 32, max_wait_ms: int = 30000) -> Comparison:
+                      concurrency: int = 32, max_wait_ms: int = 30000,
+                      records: list[Sent] | None = None) -> Comparison:
     """Compares every answer the model can state: each order's details (with and without
     history), each customer's summary and every page of its order list (plus status
     filters), a seeded sample of searches, daily metrics, popular products and each
-    product's availability, plus unknown ids (not_found / empty)."""
+    product's availability, plus unknown ids (not_found / empty), including the ids named
+    by rejected creating commands in `records` (a rejected command changes nothing)."""
     rng = random.Random(seed)
     out = Comparison()
     sem = asyncio.Semaphore(concurrency)
@@ -103,13 +105,14 @@ async def compare_all(query: Query, model: Model, *, seed: int = 0, searches: in
             out.mismatches.append(f"{qtype} {json.dumps(params)}:\n  expected {json.dumps(expected)}\n"
                                   f"  got      {json.dumps(reply)}")
 
+    named = rejected_ids(records or [])
     jobs: list[Awaitable[None]] = []
-    for n, oid in enumerate(sorted(model.orders)):
+    for n, oid in enumerate(sorted(set(model.orders) | named["PlaceOrder"])):
         hist = n % 4 != 0
         jobs.append(ask("GetOrderDetails", {"orderId": oid, "includeHistory": hist}, model.order_details(oid, hist)))
     jobs.append(ask("GetOrderDetails", {"orderId": "no-such-order"}, None))
 
-    for cid in sorted(model.customers):
+    for cid in sorted(set(model.customers) | named["RegisterCustomer"]):
         jobs.append(ask("GetCustomerSummary", {"customerId": cid}, model.customer_summary(cid)))
         size = rng.choice([2, 20, 20, 20])
         total = model.customer_orders(cid)["total"]
@@ -161,11 +164,27 @@ async def compare_all(query: Query, model: Model, *, seed: int = 0, searches: in
                         model.popular_products(a, b, 100)))
     jobs.append(ask("GetPopularProducts", {}, model.popular_products()))
 
-    for pid in sorted(model.products):
+    for pid in sorted(set(model.products) | named["AddProduct"]):
         jobs.append(ask("GetProductAvailability", {"productId": pid}, model.product_availability(pid)))
     jobs.append(ask("GetProductAvailability", {"productId": "no-such-product"}, None))
 
     await asyncio.gather(*jobs)
+    return out
+
+
+def rejected_ids(records: list[Sent]) -> dict[str, set[str]]:
+    """Ids that only rejected creating commands named (never created by an accepted one)."""
+    keys = {"PlaceOrder": "orderId", "RegisterCustomer": "customerId", "AddProduct": "productId"}
+    out: dict[str, set[str]] = {t: set() for t in keys}
+    created: set[str] = set()
+    for s in records:
+        if s.reply and s.reply.get("status") == "accepted" and s.type in keys:
+            created.add(s.reply["aggregateId"])
+    for s in records:
+        if s.type in keys and s.reply and s.reply.get("status") == "rejected":
+            v = (s.command.get("data") or {}).get(keys[s.type])
+            if isinstance(v, str) and v.strip() and len(v) <= 64 and v not in created:
+                out[s.type].add(v)
     return out
 
 
