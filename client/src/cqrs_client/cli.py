@@ -434,6 +434,12 @@ def _print_status(report: dict[str, Any]) -> None:
     out.print(queues)
 
 
+# `cqrsctl rebuild` lives in its own module (cqrs_client/rebuild.py)
+from .rebuild import rebuild as _rebuild  # noqa: E402
+
+app.command("rebuild")(_rebuild)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -77,7 +77,20 @@ REBUILD_QUEUE = ConsumedQueue(
     routing_keys=(),
     retry_delays_ms=(),
 )
+# Rebuild requests (`cqrsctl rebuild`): every projector replica consumes this queue, so a
+# request reaches exactly one of them, which runs the rebuild in-process and reports progress
+# and the outcome to the request's reply_to. No retry queues: a request is acknowledged when a
+# replica takes it, and is never delivered again later (a late redelivery would start a
+# rebuild nobody is waiting for); a message that cannot be handled goes to the DLQ.
+REBUILD_REQUEST_ROUTING_KEY = "projector.rebuild"
+REBUILD_REQUEST_QUEUE = ConsumedQueue(
+    name="projector-service.rebuild-requests",
+    exchange=INTERNAL_EXCHANGE,
+    routing_keys=(REBUILD_REQUEST_ROUTING_KEY,),
+    retry_delays_ms=(),
+)
 # queues that replays may be sent to (a replay request cannot target arbitrary queues)
 REPLAY_TARGETS = (PROJECTOR_QUEUE.name, REBUILD_QUEUE.name)
 
-ALL_CONSUMED_QUEUES = (COMMAND_QUEUE, QUERY_QUEUE, PROJECTOR_QUEUE, REPLAY_QUEUE, REBUILD_QUEUE)
+ALL_CONSUMED_QUEUES = (COMMAND_QUEUE, QUERY_QUEUE, PROJECTOR_QUEUE, REPLAY_QUEUE, REBUILD_QUEUE,
+                       REBUILD_REQUEST_QUEUE)

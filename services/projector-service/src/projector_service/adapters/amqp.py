@@ -150,13 +150,19 @@ class AmqpHistoryFeed:
         self.replay_ends: list[int] = []  # lastPosition of each end marker received
 
     async def start(self) -> None:
-        """Declares the queue and empties it: what an interrupted rebuild left there would
-        arrive out of position order."""
+        """Declares the queue. It is emptied and consumed only by the first `request()`: the
+        rebuild asks for history only once it holds the pointer, so a rebuild that is refused
+        (another one runs) never touches the queue the running one reads."""
         self._channel = await self._connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=self._prefetch)
         self._queue = await declare_consumed_queue(self._channel, REBUILD_QUEUE)
-        await self._queue.purge()
-        self._tag = await self._queue.consume(self._inbox.put)
+
+    async def _consume(self) -> None:
+        """Empties the queue (what an interrupted rebuild left there would arrive out of
+        position order), then consumes it."""
+        if self._tag is None:
+            await self._queue.purge()
+            self._tag = await self._queue.consume(self._inbox.put)
 
     async def stop(self) -> None:
         if self._queue is not None and self._tag is not None:
@@ -168,6 +174,7 @@ class AmqpHistoryFeed:
             await self._channel.close()
 
     async def request(self, from_position: int) -> None:
+        await self._consume()
         await request_replay(self._connection, from_position, REBUILD_QUEUE.name, report_end=True,
                              per_message=self._per_message)
 
