@@ -29,6 +29,8 @@ def cqrsctl(*args: str, stdin: str | None = None):
     ["dlq", "show", "command-service.commands"],
     ["dlq", "replay", "command-service.commands"],
     ["dlq", "purge", "command-service.commands", "--yes"],
+    ["rebuild"],
+    ["rebuild", "all", "--json"],
 ])
 def test_unreachable_broker_is_one_line_and_exit_2(args):
     r = cqrsctl(*args)
