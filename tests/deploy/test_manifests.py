@@ -176,18 +176,25 @@ def test_rabbitmq_definitions_match_the_topology(overlay: str) -> None:
 def test_each_service_user_reads_only_its_own_queues() -> None:
     defs = _definitions("base")
     perms = {p["user"]: p for p in defs["permissions"]}
-    assert set(perms) == set(SERVICES)
+    assert set(perms) == set(SERVICES) | {"cqrsctl"}
     queue_names = [q["name"] for q in defs["queues"]]
-    for user, p in perms.items():
+    exchange_names = [e["name"] for e in defs["exchanges"]]
+    for user in SERVICES:
+        p = perms[user]
         readable = {q for q in queue_names if re.search(p["read"], q)}
         assert readable and all(q.startswith(f"{user}.") for q in readable), (user, readable)
         # the RabbitMQ configure regex covers every declared name: services declare it all at start
-        for name in queue_names + [e["name"] for e in defs["exchanges"]]:
+        for name in queue_names + exchange_names:
             assert re.search(p["configure"], name), (user, name)
+    # the operator's cqrsctl: sends commands, queries and rebuild requests; declares, reads nothing
+    ctl = perms["cqrsctl"]
+    assert not any(re.search(ctl[k], n) for k in ("configure", "read") for n in queue_names + exchange_names)
+    assert not any(re.search(ctl["write"], q) for q in queue_names)
     publishes = {u: {e for e in ("cqrs.commands", "cqrs.queries", "cqrs.events", "cqrs.internal") if re.search(p["write"], e)}
                  for u, p in perms.items()}
-    assert publishes == {"command-service": {"cqrs.events"}, "projector-service": {"cqrs.internal"}, "query-service": set()}
-    assert {p["user"] for p in _definitions("overlays/dev")["permissions"]} == set(SERVICES) | {"admin"}
+    assert publishes == {"command-service": {"cqrs.events"}, "projector-service": {"cqrs.internal"}, "query-service": set(),
+                         "cqrsctl": {"cqrs.commands", "cqrs.queries", "cqrs.internal"}}
+    assert {p["user"] for p in _definitions("overlays/dev")["permissions"]} == set(SERVICES) | {"admin", "cqrsctl"}
 
 
 def test_rebuild_job_is_valid_and_runs_rebuild() -> None:

@@ -114,8 +114,9 @@ def test_each_service_can_declare_the_whole_topology(env: Env, svc: str) -> None
 
 def test_consumers_reach_only_their_own_queues(env: Env) -> None:
     own = {"command-service": [T.COMMAND_QUEUE, T.REPLAY_QUEUE],
-           "projector-service": [T.PROJECTOR_QUEUE, T.REBUILD_QUEUE],
-           "query-service": [T.QUERY_QUEUE]}
+           "projector-service": [T.PROJECTOR_QUEUE, T.REBUILD_QUEUE, T.REBUILD_REQUEST_QUEUE],
+           "query-service": [T.QUERY_QUEUE],
+           "cqrsctl": []}
     for svc, specs in own.items():
         for spec in T.ALL_CONSUMED_QUEUES:
             for queue in (spec.name, spec.dlq):
@@ -123,12 +124,26 @@ def test_consumers_reach_only_their_own_queues(env: Env) -> None:
 
 
 def test_publishers_reach_only_their_exchanges(env: Env) -> None:
-    allowed = {"command-service": {T.EVENTS_EXCHANGE}, "projector-service": {T.INTERNAL_EXCHANGE}, "query-service": set()}
+    allowed = {"command-service": {T.EVENTS_EXCHANGE}, "projector-service": {T.INTERNAL_EXCHANGE}, "query-service": set(),
+               "cqrsctl": {T.COMMANDS_EXCHANGE, T.QUERIES_EXCHANGE, T.INTERNAL_EXCHANGE}}
     for svc, exchanges in allowed.items():
         for ex in (T.COMMANDS_EXCHANGE, T.QUERIES_EXCHANGE, T.EVENTS_EXCHANGE, T.INTERNAL_EXCHANGE):
             assert can_publish(env, svc, ex) is (ex in exchanges), (svc, ex)
-        # replies, retries and dead letters go through the default exchange
-        assert can_publish(env, svc, "", routing_key=f"{svc}.nonexistent")
+        # replies, retries and dead letters go through the default exchange (services only)
+        assert can_publish(env, svc, "", routing_key=f"{svc}.nonexistent") is (svc != "cqrsctl")
+
+
+def test_the_cqrsctl_user_can_request_a_rebuild(env: Env) -> None:
+    """Publishes the request and listens on direct reply-to; no projector runs on this vhost,
+    so the answer is that none took it (an ACCESS_REFUSED would say it may not publish)."""
+    from typer.testing import CliRunner
+
+    from cqrs_client.cli import app
+
+    user, password = env.users["cqrsctl"]
+    url = f"amqp://{user}:{password}@{BASE.host}:{BASE.port}/{env.vhost}"
+    r = CliRunner().invoke(app, ["rebuild", "--amqp-url", url, "--start-timeout", "0.5"])
+    assert r.exit_code == 2 and "no projector-service took the rebuild request" in r.stderr, r.stderr
 
 
 def test_spoofed_user_id_is_refused(env: Env) -> None:

@@ -190,6 +190,9 @@ def rebuild(
     timeout: Optional[float] = typer.Option(None, "--timeout", help="stop waiting after this many seconds "
                                                                     "(default: until the result); the rebuild "
                                                                     "goes on"),
+    start_timeout: float = typer.Option(START_TIMEOUT_S, "--start-timeout",
+                                        help="seconds for a running projector to take the request; it expires "
+                                             "unseen after that"),
     amqp_url: str = typer.Option(DEFAULT_AMQP_URL, "--amqp-url", envvar="AMQP_URL", help="RabbitMQ URL (env AMQP_URL)."),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line: accepted, each progress report, "
                                                        "the result (for scripts)"),
@@ -207,6 +210,8 @@ def rebuild(
                                  "switched together; see docs/operations.md)", param_hint="VIEWS")
     if grace is not None and grace < 0:
         raise typer.BadParameter("must be >= 0", param_hint="--grace")
+    if start_timeout <= 0:
+        raise typer.BadParameter("must be > 0", param_hint="--start-timeout")
     if timeout is not None and timeout <= 0:
         raise typer.BadParameter("must be > 0", param_hint="--timeout")
     display = None if as_json else _Display(err)
@@ -222,7 +227,8 @@ def rebuild(
 
     async def go() -> dict[str, Any]:
         async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
-            return await request_rebuild(c, on_message, grace_seconds=grace, timeout=timeout)
+            return await request_rebuild(c, on_message, grace_seconds=grace, timeout=timeout,
+                                         start_timeout=start_timeout)
 
     def still_running() -> str:
         where = f"projector {taken_by[0]}" if taken_by else "the projector that took it"
