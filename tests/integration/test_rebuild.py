@@ -217,6 +217,10 @@ async def test_second_rebuild_with_redelivered_history_gives_the_same_views_and_
 
 
 async def test_a_second_rebuild_is_refused_while_one_runs(stack):
+    import aio_pika
+
+    from cqrs_shared.topology import REBUILD_QUEUE
+
     registry = MongoSetRegistry(stack.db)
     pointer = await registry.read()
     from dataclasses import replace
@@ -225,10 +229,19 @@ async def test_a_second_rebuild_is_refused_while_one_runs(stack):
     busy = replace(pointer, generation=pointer.generation + 1, building="r99", owner="elsewhere",
                    heartbeat_at=datetime.now(timezone.utc))
     assert await registry.replace(busy, pointer.generation)
+    amqp = await aio_pika.connect_robust(stack.settings.amqp_url)
     try:
+        ch = await amqp.channel()
+        # what the running rebuild's history queue holds: the refused one must neither purge nor consume it
+        await ch.default_exchange.publish(aio_pika.Message(b"{}", message_id="history-of-the-running-one"),
+                                          routing_key=REBUILD_QUEUE.name)
         with pytest.raises(RebuildRefused, match="r99"):
             await rebuild(stack.settings, **FAST)
+        held = await ch.declare_queue(REBUILD_QUEUE.name, durable=True, passive=True)
+        msg = await held.get(no_ack=True, fail=False)
+        assert msg is not None and msg.message_id == "history-of-the-running-one"
     finally:
+        await amqp.close()
         assert await registry.replace(replace(busy, generation=busy.generation + 1, building=None, owner=None,
                                               heartbeat_at=None), busy.generation)
     assert (await registry.read()).live == pointer.live
