@@ -178,6 +178,7 @@ class RebuildRequests:
                                   f"rebuild failed: {type(exc).__name__}: {exc}; {_state(latest)}; fix the cause "
                                   "and run it again", self._instance)
         reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
         if latest:
             await replies.send(progress_message(latest[0], time.monotonic() - started))
         await replies.send(final)
