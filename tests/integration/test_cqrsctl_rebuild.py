@@ -234,3 +234,32 @@ async def test_an_invalid_request_is_rejected_and_changes_nothing(stack):
     finally:
         await conn.close()
     assert (await stack.pointer())["generation"] == before["generation"]
+
+
+async def test_a_replica_stopped_mid_rebuild_abandons_it_and_tells_the_requester(stack):
+    """Runs last: stops the replica that took the request (SIGTERM, e.g. a rolling update)."""
+    before = await stack.pointer()
+    conn = await aio_pika.connect_robust(stack.url)
+    try:
+        ch = await conn.channel()
+        got: asyncio.Queue = asyncio.Queue()
+        reply_to = await ch.get_queue("amq.rabbitmq.reply-to", ensure=False)
+        await reply_to.consume(_into(got), no_ack=True)
+        ex = await ch.get_exchange(INTERNAL_EXCHANGE, ensure=False)
+        await ex.publish(aio_pika.Message(b"{}", correlation_id="c3", reply_to="amq.rabbitmq.reply-to"),
+                         routing_key=REBUILD_REQUEST_ROUTING_KEY)
+        while (m := await asyncio.wait_for(got.get(), 20))["type"] != "progress" or not m["viewSet"]:
+            pass
+        (running,) = [p for p in stack.projectors if p.rebuilds.running]
+        await running.stop()
+        stack.projectors.remove(running)
+        while (m := await asyncio.wait_for(got.get(), 20))["type"] != "result":
+            pass
+    finally:
+        await conn.close()
+    assert m["status"] == "failed" and m["error"]["code"] == "rebuild_failed", m
+    assert "is stopping" in m["error"]["message"] and "the live views are unchanged" in m["error"]["message"]
+    after = await stack.pointer()
+    assert after["live"] == before["live"] and after["building"] is None  # abandoned, live views untouched
+    reply = await stack.settled()
+    assert reply["result"]["total"] == len(stack.orders)
