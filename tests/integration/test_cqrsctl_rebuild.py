@@ -112,6 +112,14 @@ async def test_on_a_vhost_where_no_projector_ever_ran_cqrsctl_says_so(rabbit_vho
     r = await asyncio.to_thread(_invoke, "rebuild", "--amqp-url", rabbit_vhost_url)
     assert r.exit_code == 2 and "has projector-service ever started on this vhost" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output + r.stderr
+    # the exchange exists (an older projector, or the command service alone) but no queue is bound
+    conn = await aio_pika.connect_robust(rabbit_vhost_url)
+    try:
+        await (await conn.channel()).declare_exchange(INTERNAL_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    finally:
+        await conn.close()
+    r = await asyncio.to_thread(_invoke, "rebuild", "--amqp-url", rabbit_vhost_url)
+    assert r.exit_code == 2 and "no queue takes rebuild requests" in r.stderr, r.stderr
 
 
 async def test_without_a_running_projector_the_request_is_not_taken_and_expires(rabbit_vhost_url):

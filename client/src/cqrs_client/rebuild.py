@@ -62,7 +62,7 @@ async def request_rebuild(client: CqrsClient, on_message: Callable[[dict[str, An
     import aio_pika
     import aio_pika.exceptions
 
-    channel = await client.connection.channel(publisher_confirms=True)
+    channel = await client.connection.channel(publisher_confirms=True, on_return_raises=True)
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     correlation_id = uuid.uuid4().hex
 
