@@ -15,7 +15,7 @@ from command_service.application.service import CommandService
 from command_service.config import CommandSettings
 from cqrs_shared import metrics
 from cqrs_shared.health import HealthServer
-from cqrs_shared.messaging.connection import connect
+from cqrs_shared.messaging.connection import connect, is_connected
 
 log = logging.getLogger("command_service")
 
@@ -53,7 +53,7 @@ class App:
         async def db_ready() -> bool:
             return await pool.fetchval("SELECT 1") == 1
 
-        health = HealthServer(s.health_port, {"amqp": lambda: not connection.is_closed, "postgres": db_ready,
+        health = HealthServer(s.health_port, {"amqp": lambda: is_connected(connection), "postgres": db_ready,
                                               "relay": lambda: relay.healthy})
         self.health = health
         remove_refresher = metrics.on_scrape(lambda: refresh_outbox_metrics(pool))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cqrs_shared.health import HealthServer
+from cqrs_shared.messaging.connection import is_connected
 
 from projector_service.adapters.amqp import AmqpHistoryFeed, connect_amqp, make_consumer, request_replay
 from projector_service.adapters.mongo import (
@@ -58,7 +59,7 @@ async def build(settings: ProjectorSettings, *, rebuild_options: dict[str, Any] 
     await rebuilds.start()
     if settings.catch_up_on_start:
         await request_replay(connection, await sets.store(live).advance_watermark() + 1)
-    health = HealthServer(settings.health_port, {"amqp": lambda: not connection.is_closed,
+    health = HealthServer(settings.health_port, {"amqp": lambda: is_connected(connection),
                                                  "mongo": lambda: mongo_ready(mongo)})
     if settings.health_port >= 0:
         await health.start()

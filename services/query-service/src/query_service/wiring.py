@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cqrs_shared.health import HealthServer
+from cqrs_shared.messaging.connection import is_connected
 
 from query_service.adapters.amqp import connect_amqp, make_consumer
 from query_service.adapters.mongo import MongoViewReader, connect_mongo, mongo_ready
@@ -40,7 +41,7 @@ async def build(settings: QuerySettings) -> QueryApp:
     consumer = make_consumer(connection, reply_channel, QueryService(reader, watcher),
                              prefetch=settings.prefetch)
     await consumer.start()
-    health = HealthServer(settings.health_port, {"amqp": lambda: not connection.is_closed,
+    health = HealthServer(settings.health_port, {"amqp": lambda: is_connected(connection),
                                                  "mongo": lambda: mongo_ready(mongo)})
     if settings.health_port >= 0:
         await health.start()

@@ -54,17 +54,25 @@ class RpcClient:
 
     @classmethod
     async def connect(cls, amqp_url: str) -> "RpcClient":
-        connection = await aio_pika.connect_robust(amqp_url)
-        client = cls(connection)
+        from cqrs_shared.messaging.connection import connect
+
+        client = cls(await connect(amqp_url, name="rpc-client"))
         await client.start()
         return client
 
     async def start(self) -> None:
         self._channel = await self._connection.channel()
-        reply_queue = await self._channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
-        await reply_queue.consume(self._on_reply, no_ack=True)
+        await self._consume_replies(self._channel)
+        # the robust channel restores declared queues and their consumers after a
+        # reconnection, but not the direct reply-to pseudo-queue (never declared): consume
+        # it again on every reopen, or no reply would ever arrive after a broker restart
+        self._channel.reopen_callbacks.add(self._consume_replies)
         self._commands = await self._channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
         self._queries = await self._channel.get_exchange(QUERIES_EXCHANGE, ensure=False)
+
+    async def _consume_replies(self, channel: AbstractChannel, *_: Any) -> None:
+        reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+        await reply_queue.consume(self._on_reply, no_ack=True)
 
     async def close(self) -> None:
         await self._connection.close()
