@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 from pathlib import Path
 
 import pytest
@@ -278,6 +280,29 @@ def _find(name: str, candidates: list[str]) -> str:
     if not found:
         pytest.skip(f"{name} not found")
     return found
+
+
+class PrivateServers(NamedTuple):
+    rabbit: PrivateRabbit
+    postgres: PrivatePostgres
+    mongo: PrivateMongo
+
+
+def parallel(*calls):
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(c) for c in calls]]
+
+
+@pytest.fixture(scope="module")
+def private_servers() -> Iterator[PrivateServers]:
+    """All three, created and started side by side (a RabbitMQ boot and an initdb take
+    seconds each)."""
+    servers = PrivateServers(*parallel(PrivateRabbit, PrivatePostgres, PrivateMongo))
+    try:
+        parallel(*(s.start for s in servers))
+        yield servers
+    finally:
+        parallel(*(s.cleanup for s in servers))
 
 
 @pytest.fixture(scope="module")

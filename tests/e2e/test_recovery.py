@@ -23,7 +23,7 @@ import pytest
 
 from cqrs_shared.messaging.rpc import RpcClient
 from procs import Service
-from servers import free_port, private_mongo, private_postgres, private_rabbit  # noqa: F401
+from servers import parallel, free_port, private_servers  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -45,8 +45,10 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(private_rabbit, private_postgres, private_mongo, tmp_path_factory):  # noqa: F811
+def stack(private_servers, tmp_path_factory):  # noqa: F811
     from command_service.adapters.postgres import apply_migrations, ensure_database
+
+    private_rabbit, private_postgres, private_mongo = private_servers
 
     dsn = private_postgres.dsn("cqrs")
     asyncio.run(ensure_database(dsn))
@@ -56,8 +58,7 @@ def stack(private_rabbit, private_postgres, private_mongo, tmp_path_factory):  #
            "MONGO_DB": MONGO_DB, "RELAY_POLL_SECONDS": "0.2"}
     logdir = tmp_path_factory.mktemp("recovery-logs")
     services = {n: Service(n, {**env, "HEALTH_PORT": str(health[n])}, logdir) for n in NAMES}
-    for s in services.values():
-        s.start()
+    parallel(*(s.start for s in services.values()))
     yield Stack(private_rabbit, private_postgres, private_mongo, dsn, services, health)
     for s in services.values():
         s.terminate()
@@ -93,9 +94,15 @@ class Load:
         self._tasks = [asyncio.create_task(self._commands()) for _ in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._queries()))
 
-    async def stop(self, timeout: float = 120.0) -> None:
+    async def stop(self, timeout: float = 60.0) -> None:
         self._stopping.set()
-        await asyncio.wait_for(asyncio.gather(*self._tasks), timeout)
+        done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        for t in done:
+            t.result()
+        assert not pending, (f"{len(set(self.sent) - set(self.replies))} command(s) still unanswered "
+                             f"{timeout:.0f}s after the load stopped")
 
     def _next(self) -> dict:
         self._n += 1
@@ -331,8 +338,8 @@ async def test_sigterm_under_load_exits_in_bounded_time_and_loses_nothing(stack)
         load = Load(client, customer, product, run, request_timeout=60.0)
         load.start()
         exits = {}
-        for name in ("command-service", "projector-service", "query-service", "command-service"):
-            await asyncio.sleep(1.0)
+        for name in ("command-service", "projector-service", "query-service"):
+            await asyncio.sleep(0.7)
             svc = stack.services[name]
             started = time.monotonic()
             rc = await asyncio.to_thread(svc.terminate)
@@ -340,7 +347,7 @@ async def test_sigterm_under_load_exits_in_bounded_time_and_loses_nothing(stack)
             assert rc == 0, svc.log.read_text()[-3000:]
             assert exits[name] < SIGTERM_BOUND_S
             await asyncio.to_thread(svc.start)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         await load.stop()
         figures = await verify_nothing_lost(stack, load)
         assert load.resends == 0

@@ -31,7 +31,8 @@ DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 CONSUMED = Counter(
     "cqrs_consumer_messages_total",
     "Messages taken from a queue, by outcome: acked (handled), retried (transient failure, "
-    "sent to a retry queue), dead_lettered (sent to the DLQ), expired (past x-deadline).",
+    "sent to a retry queue), dead_lettered (sent to the DLQ), expired (past x-deadline), "
+    "channel_lost (its channel went away before it was acknowledged: delivered again).",
     ["service", "queue", "type", "outcome"])
 HANDLER_SECONDS = Histogram(
     "cqrs_consumer_handler_seconds", "Time a handler took for one message (each attempt).",

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
+import aio_pika.exceptions
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
 from cqrs_shared import logs, metrics, tracing
@@ -168,7 +169,7 @@ class QueueConsumer:
             self._in_flight.inc()
             started = time.perf_counter()
             try:
-                outcome = await self._process_in_span(message)
+                outcome = await self._process_guarded(message)
             finally:
                 self._in_flight.dec()
                 metrics.HANDLER_SECONDS.labels(self._service, self._spec.name, kind).observe(
@@ -176,6 +177,25 @@ class QueueConsumer:
             metrics.CONSUMED.labels(self._service, self._spec.name, kind, outcome).inc()
             if outcome != "acked":
                 tracing.mark_error(span, outcome)
+
+    async def _process_guarded(self, message: AbstractIncomingMessage) -> str:
+        try:
+            return await self._process_in_span(message)
+        except asyncio.CancelledError:
+            raise
+        except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError, ConnectionError) as exc:
+            # The channel went away (broker restart, connection loss) while the message was
+            # handled or passed on: it was not acknowledged, so the broker delivers it again
+            # (to this process once reconnected, or to another replica). Handlers are
+            # idempotent, so a second delivery is harmless.
+            log.warning("channel lost while handling a message from %s (%r); it was not acknowledged "
+                        "and will be delivered again", self._spec.name, exc)
+            if self._channel is not None and not self._channel.is_closed:
+                try:  # the channel is still open (e.g. a publish was refused): give it back now
+                    await message.nack(requeue=True)
+                except Exception:  # noqa: BLE001 - the delivery went with its channel
+                    pass
+            return "channel_lost"
 
     async def _process_in_span(self, message: AbstractIncomingMessage) -> str:
         logs.bind(messageId=message.message_id, routingKey=original_routing_key(message),
