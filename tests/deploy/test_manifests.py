@@ -148,12 +148,15 @@ def test_rabbitmq_definitions_match_the_topology(overlay: str) -> None:
     queues = {q["name"]: q for q in defs["queues"]}
     expected: dict[str, dict] = {}
     for spec in T.ALL_CONSUMED_QUEUES:
-        expected[spec.name] = {}
-        expected[spec.dlq] = {}
-        for delay in spec.retry_delays_ms:
-            expected[spec.retry_queue(delay)] = {
-                "x-message-ttl": delay, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": spec.name}
+        expected.update(spec.queues())  # the arguments the services declare
     assert {n: q["arguments"] for n, q in queues.items()} == expected
+    for spec in T.ALL_CONSUMED_QUEUES:  # what the arguments mean
+        assert queues[spec.dlq]["arguments"]["x-queue-type"] == "quorum"
+        for delay in spec.retry_delays_ms:
+            args = queues[spec.retry_queue(delay)]["arguments"]
+            assert (args["x-message-ttl"], args["x-dead-letter-routing-key"]) == (delay, spec.name)
+    assert queues[T.COMMAND_QUEUE.name]["arguments"]["x-queue-type"] == "quorum"
+    assert queues[T.PROJECTOR_QUEUE.name]["arguments"]["x-dead-letter-routing-key"] == T.PROJECTOR_QUEUE.dlq
     assert all(q["durable"] and not q["auto_delete"] for q in queues.values())
 
     exchanges = {e["name"]: e for e in defs["exchanges"]}

@@ -434,6 +434,25 @@ def _print_status(report: dict[str, Any]) -> None:
     out.print(queues)
 
 
+queues_app = typer.Typer(help="Bring the broker's queues to what this version declares.", no_args_is_help=True)
+app.add_typer(queues_app, name="queues")
+
+
+@queues_app.command("migrate")
+def queues_migrate(dry_run: bool = typer.Option(False, "--dry-run", help="only say which queues differ"),
+                   amqp_url: str = AmqpUrl, as_json: bool = AsJson) -> None:
+    """Rebuild queues declared with other arguments by an older version (e.g. classic ->
+    quorum), moving their messages; run it with the services stopped."""
+    from cqrs_shared.messaging import migrate
+
+    async def go() -> Any:
+        async with CqrsClient(amqp_url, client_id="cqrsctl") as c:
+            done = await migrate.migrate(c.connection, dry_run=dry_run)
+        return [{"queue": m.queue, "state": m.state, "moved": m.moved} for m in done]
+
+    _run(go(), amqp_url, as_json)
+
+
 # `cqrsctl rebuild` lives in its own module (cqrs_client/rebuild.py)
 from .rebuild import rebuild as _rebuild  # noqa: E402
 

@@ -20,6 +20,17 @@ QUERY_TYPES = (
 # with a long delay block short ones queued behind them).
 RETRY_DELAYS_MS = (200, 1000, 5000, 30000)
 
+# Queue types (docs/architecture.md, "Queue types"). Quorum queues are replicated and keep
+# every message on disk; they need RabbitMQ >= 3.10 for message TTLs and at-least-once
+# dead-lettering, both used here.
+QUORUM = "quorum"
+CLASSIC = "classic"
+# A message redelivered this many times (its consumer crashed or lost the connection while
+# holding it, again and again) goes to the DLQ instead of taking the service down forever.
+DELIVERY_LIMIT = 20
+# dead-lettering from a quorum queue that keeps the message until the target confirmed it
+AT_LEAST_ONCE = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
 
 @dataclass(frozen=True)
 class ConsumedQueue:
@@ -31,6 +42,9 @@ class ConsumedQueue:
     alternate_exchange: str | None = None
     exchange_type: str = "direct"
     retry_delays_ms: tuple[int, ...] = field(default=RETRY_DELAYS_MS)
+    # the type of the queue and its retry queues; dead-letter queues are always quorum
+    queue_type: str = QUORUM
+    delivery_limit: int = DELIVERY_LIMIT
 
     @property
     def dlq(self) -> str:
@@ -38,6 +52,40 @@ class ConsumedQueue:
 
     def retry_queue(self, delay_ms: int) -> str:
         return f"{self.name}.retry.{delay_ms}ms"
+
+    @property
+    def arguments(self) -> dict[str, object]:
+        """Declaration arguments of the queue itself."""
+        if self.queue_type != QUORUM:
+            return {"x-queue-type": self.queue_type}
+        return {"x-queue-type": QUORUM, "x-delivery-limit": self.delivery_limit,
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dlq, **AT_LEAST_ONCE}
+
+    @property
+    def dlq_arguments(self) -> dict[str, object]:
+        # no delivery limit: browsing a DLQ (get, then give back) counts as a delivery
+        return {"x-queue-type": QUORUM}
+
+    def retry_arguments(self, delay_ms: int) -> dict[str, object]:
+        """A retry queue: messages wait `delay_ms`, then go back to the queue."""
+        args: dict[str, object] = {"x-queue-type": self.queue_type, "x-message-ttl": delay_ms,
+                                   "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.name}
+        if self.queue_type == QUORUM:
+            args.update(AT_LEAST_ONCE)
+        return args
+
+    def queues(self) -> dict[str, dict[str, object]]:
+        """Every queue this consumed queue needs, by name, with its arguments."""
+        out = {self.name: self.arguments, self.dlq: self.dlq_arguments}
+        out.update({self.retry_queue(d): self.retry_arguments(d) for d in self.retry_delays_ms})
+        return out
+
+    def bindings(self) -> list[tuple[str, str]]:
+        """(exchange, routing key) pairs bound to the queue."""
+        out = [(self.exchange, key) for key in self.routing_keys]
+        if self.alternate_exchange:
+            out.append((self.alternate_exchange, ""))
+        return out
 
 
 COMMAND_QUEUE = ConsumedQueue(
@@ -51,6 +99,9 @@ QUERY_QUEUE = ConsumedQueue(
     exchange=QUERIES_EXCHANGE,
     routing_keys=QUERY_TYPES,
     alternate_exchange=f"{QUERIES_EXCHANGE}.unrouted",
+    # reads hold no state and are answered within the client's timeout: a quorum queue's
+    # replicated, fsynced log would add latency to every query and protect nothing
+    queue_type=CLASSIC,
 )
 PROJECTOR_QUEUE = ConsumedQueue(
     name="projector-service.events",

@@ -19,7 +19,10 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from cqrs_shared.topology import ALL_CONSUMED_QUEUES
 
-RESET_HEADERS = ("x-attempts", "x-error", "x-error-kind", "x-last-error", "x-first-failure-at")
+RESET_HEADERS = ("x-attempts", "x-error", "x-error-kind", "x-last-error", "x-first-failure-at",
+                 # set by the broker when it dead-lettered or redelivered the message itself
+                 "x-death", "x-first-death-reason", "x-first-death-queue", "x-first-death-exchange",
+                 "x-last-death-reason", "x-last-death-queue", "x-last-death-exchange", "x-delivery-count")
 
 
 @dataclass
@@ -34,15 +37,23 @@ class DeadLetter:
 
     @property
     def error(self) -> str:
-        raw = self.headers.get("x-error", "")
-        return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        raw = self.headers.get("x-error")
+        if raw is None and self.headers.get("x-first-death-reason") is not None:
+            # dead-lettered by the broker itself: a quorum queue's delivery limit
+            return (f"{_text(self.headers['x-first-death-reason'])}: delivered too many times "
+                    "(its consumer crashed or lost the connection while handling it)")
+        return _text(raw or "")
+
+    @property
+    def original_queue(self) -> str | None:
+        return _text(self.headers.get("x-original-queue") or self.headers.get("x-first-death-queue"))
 
     def as_dict(self) -> dict[str, Any]:
         return {"queue": self.queue, "index": self.index, "messageId": self.message_id,
                 "error": self.error, "service": _text(self.headers.get("x-service")),
                 "attempts": self.headers.get("x-attempts"),
                 "firstFailureAt": _text(self.headers.get("x-first-failure-at")),
-                "originalQueue": _text(self.headers.get("x-original-queue")),
+                "originalQueue": self.original_queue,
                 "originalRoutingKey": _text(self.headers.get("x-original-routing-key")),
                 "body": self.body.decode(errors="replace")}
 
@@ -110,7 +121,7 @@ async def replay(connection: AbstractRobustConnection, dlq: str,
                 break
             letter = _letter(dlq, index, msg)
             index += 1
-            target = _text(letter.headers.get("x-original-queue"))
+            target = letter.original_queue
             if not target or not select(letter):
                 keep.append(msg)
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aio_pika
+import aio_pika.exceptions
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from cqrs_shared.topology import (
@@ -39,22 +40,33 @@ async def declare_consumed_queue(channel: AbstractChannel, spec: ConsumedQueue) 
     return await _declare_queue(channel, spec)
 
 
+class QueueMismatch(RuntimeError):
+    """A queue exists on the broker with other arguments than this version declares (e.g. a
+    classic queue from an older version, now a quorum queue). Never resolved by deleting
+    the queue: it may hold messages."""
+
+    def __init__(self, name: str, arguments: dict, cause: Exception) -> None:
+        super().__init__(
+            f"queue {name!r} exists on the broker with other arguments than this version declares "
+            f"({arguments}); the broker said: {cause}. It is left as it is (it may hold messages). "
+            "Stop the services and run `cqrsctl queues migrate` to move its messages to a queue "
+            "declared the new way (docs/operations.md, 'Upgrading to quorum queues').")
+        self.queue = name
+
+
+async def declare_queue(channel: AbstractChannel, name: str, arguments: dict) -> AbstractQueue:
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+        raise QueueMismatch(name, arguments, exc) from None
+
+
 async def _declare_queue(channel: AbstractChannel, spec: ConsumedQueue) -> AbstractQueue:
-    queue = await channel.declare_queue(spec.name, durable=True)
-    for key in spec.routing_keys:
-        await queue.bind(spec.exchange, routing_key=key)
-    if spec.alternate_exchange:
-        await queue.bind(spec.alternate_exchange, routing_key="")
-    await channel.declare_queue(spec.dlq, durable=True)
+    queue = await declare_queue(channel, spec.name, spec.arguments)
+    for exchange, key in spec.bindings():
+        await queue.bind(exchange, routing_key=key)
+    await declare_queue(channel, spec.dlq, spec.dlq_arguments)
     for delay in spec.retry_delays_ms:
         # expired messages go back to the main queue through the default exchange
-        await channel.declare_queue(
-            spec.retry_queue(delay),
-            durable=True,
-            arguments={
-                "x-message-ttl": delay,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": spec.name,
-            },
-        )
+        await declare_queue(channel, spec.retry_queue(delay), spec.retry_arguments(delay))
     return queue
