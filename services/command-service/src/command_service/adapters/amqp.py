@@ -19,7 +19,7 @@ from cqrs_shared.topology import COMMAND_QUEUE
 def _command_id(message: AbstractIncomingMessage) -> str | None:
     try:
         value = json.loads(message.body).get("commandId")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, str) else None
 

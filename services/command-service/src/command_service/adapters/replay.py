@@ -53,7 +53,7 @@ def replay_consumer(connection: AbstractRobustConnection, pool: asyncpg.Pool) ->
             per_message = int(request.get("batch", 1))
             if not 1 <= per_message <= MAX_PER_MESSAGE:
                 raise ValueError(f"batch must be 1..{MAX_PER_MESSAGE}")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise PermanentFailure(f"invalid replay request: {exc}") from None
         if target not in REPLAY_TARGETS:
             raise PermanentFailure(f"replay to {target!r} is not allowed")

@@ -47,14 +47,33 @@ def _envelope(cmd: CommandEnvelope, ev: NewEvent) -> dict[str, Any]:
     }
 
 
+def _unstorable(value: Any) -> bool:
+    """True when some text in `value` cannot be stored in PostgreSQL (U+0000, or a lone
+    surrogate from a `\\ud800` escape), or when it is nested too deeply to look at."""
+    try:
+        if isinstance(value, str):
+            value.encode("utf-8")
+            return "\x00" in value
+        if isinstance(value, dict):
+            return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+        if isinstance(value, list):
+            return any(_unstorable(v) for v in value)
+    except (UnicodeEncodeError, RecursionError):
+        return True
+    return False
+
+
 def _decode(body: bytes) -> dict[str, Any] | None:
-    """The request as a JSON object, or None (too large, not JSON, not an object). Decoded
-    once per command: for the rules, the idempotency key and the audit row."""
+    """The request as a JSON object, or None (too large, not JSON, not an object, text that
+    cannot be stored). Decoded once per command: for the rules, the idempotency key and the
+    audit row."""
     if len(body) > MAX_BODY_BYTES:
         return None
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if b"\\u" in body and _unstorable(raw):  # only \u escapes can carry such text
         return None
     return raw if isinstance(raw, dict) else None
 
@@ -135,9 +154,14 @@ class CommandService:
             if len(body) > MAX_BODY_BYTES:
                 raise _Invalid("request body is larger than 1 MiB", [{"field": "body", "message": "larger than 1 MiB"}])
             try:
-                json.loads(body)
+                raw = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise _Invalid("body is not valid UTF-8 JSON", [{"field": "body", "message": str(exc)[:200]}]) from None
+            except RecursionError:
+                raise _Invalid("body is nested too deeply", [{"field": "body", "message": "nested too deeply"}]) from None
+            if _unstorable(raw):
+                raise _Invalid("body contains text that is not accepted (U+0000 or an unpaired surrogate)",
+                               [{"field": "body", "message": "U+0000 or an unpaired surrogate"}])
             raise _Invalid("body must be a JSON object", [{"field": "body", "message": "not an object"}])
         try:
             cmd = CommandEnvelope.model_validate(request)

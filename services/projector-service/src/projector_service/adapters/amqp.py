@@ -32,8 +32,8 @@ log = logging.getLogger("projector_service")
 def parse_event(body: bytes) -> EventEnvelope:
     try:
         raw = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PermanentFailure(f"body is not JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PermanentFailure(f"body is not JSON: {str(exc)[:200]}") from None
     return event_of(raw)
 
 

@@ -27,7 +27,7 @@ def bind_ids(body: bytes) -> None:
     `metadata.correlationId` (optional, see docs/protocol.md), correlationId."""
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # the service answers why
         return
     if not isinstance(raw, dict):
         return
@@ -49,7 +49,7 @@ def make_consumer(connection: AbstractRobustConnection, reply_channel: AbstractC
         routing_key = original_routing_key(message)
         bind_ids(message.body)
         started = time.perf_counter()
-        body = await service.handle(message.body, routing_key)
+        body = await service.handle(message.body, routing_key, message.content_type)
         kind = metrics.label(routing_key, QUERY_TYPES)
         metrics.QUERY_SECONDS.labels(kind).observe(time.perf_counter() - started)
         result = outcome(body)

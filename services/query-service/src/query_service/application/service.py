@@ -42,13 +42,18 @@ class QueryService:
         self._reader = reader
         self._watcher = watcher
 
-    async def handle(self, body: bytes, routing_key: str | None) -> dict[str, Any]:
+    async def handle(self, body: bytes, routing_key: str | None, content_type: str | None = None) -> dict[str, Any]:
+        if content_type and content_type.split(";")[0].strip().lower() != "application/json":
+            return invalid(None, f"content type {content_type!r} is not application/json",
+                           [{"field": "content_type", "message": "must be application/json"}])
         if len(body) > MAX_BODY_BYTES:
             return invalid(None, "request body is larger than 1 MiB")
         try:
             raw = json.loads(body)
         except (UnicodeDecodeError, ValueError):
             return invalid(None, "request body is not valid JSON")
+        except RecursionError:
+            return invalid(None, "request body is nested too deeply")
         qid = raw.get("queryId") if isinstance(raw, dict) else None
         qid = qid if isinstance(qid, str) else None
         try:
