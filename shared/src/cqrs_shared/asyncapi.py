@@ -117,8 +117,14 @@ EVENT_HEADERS = {
 }
 DEAD_LETTER_HEADERS = {
     "type": "object",
-    "required": ["x-error", "x-error-kind", "x-service", "x-attempts", "x-original-queue"],
+    "description": "Set by the service that gave up; or, for a message the broker set aside after "
+                   "20 deliveries without acknowledgement (quorum queue delivery limit: its consumer "
+                   "kept crashing), the broker's x-death headers with x-first-death-reason delivery_limit.",
+    "anyOf": [{"required": ["x-error", "x-error-kind", "x-service", "x-attempts", "x-original-queue"]},
+              {"required": ["x-first-death-reason", "x-first-death-queue"]}],
     "properties": {
+        "x-first-death-reason": {"type": "string", "description": "delivery_limit"},
+        "x-first-death-queue": {"type": "string", "description": "where `cqrsctl dlq replay` sends it back"},
         "x-error": {"type": "string", "description": "the error that stopped processing"},
         "x-error-kind": {"type": "string", "enum": ["permanent", "retries-exhausted"]},
         "x-service": {"type": "string", "description": "the service that gave up"},
