@@ -1,8 +1,10 @@
 """Recovery: the three services, as processes, on PRIVATE RabbitMQ, PostgreSQL and MongoDB
 (nx-27017) instances that these tests stop and start again while commands and queries flow.
 
-For each restart: the services that use the server report not-ready (/readyz 503) while
-it is down and ready again after, they recover by themselves (no service is restarted),
+RabbitMQ is stopped cleanly, PostgreSQL stopped in `immediate` mode (like a crash), the
+MongoDB stand-in killed (SIGKILL). For each: the services that use the server report
+not-ready (/readyz 503) while it is down and ready again after, they recover by themselves
+(no service is restarted),
 every command sent is finally answered `accepted`, and nothing accepted is lost: each
 accepted command's event is in PostgreSQL, published, and applied to the views exactly once.
 SIGTERM under load: each service exits 0 within a bounded time, having finished and
@@ -281,7 +283,9 @@ async def verify_nothing_lost(stack: Stack, load: Load) -> dict[str, int]:
 
 # ---- the scenarios -------------------------------------------------------------------------
 
-async def _outage(stack: Stack, server, affected: tuple[str, ...], down_seconds: float = 3.0) -> dict:
+async def _outage(stack: Stack, server, affected: tuple[str, ...], down_seconds: float = 3.0,
+                  stop=None) -> dict:
+    """`stop`: how the server goes away (default: a clean shutdown)."""
     run = uuid.uuid4().hex[:8]
     client = await RpcClient.connect(stack.rabbit.url)
     try:
@@ -292,7 +296,7 @@ async def _outage(stack: Stack, server, affected: tuple[str, ...], down_seconds:
             await asyncio.sleep(1.5)
             assert load.accepted(), "no traffic before the outage"
             t_down = time.monotonic()
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(stop or server.stop)
             await asyncio.sleep(down_seconds)
             await asyncio.to_thread(server.start)
             t_up = time.monotonic()
@@ -320,12 +324,14 @@ async def test_broker_restart(stack):
     await _outage(stack, stack.rabbit, affected=NAMES)
 
 
-async def test_postgres_restart(stack):
-    await _outage(stack, stack.postgres, affected=("command-service",))
+async def test_postgres_crash_and_restart(stack):
+    # immediate: every server process quits at once, no shutdown checkpoint (WAL recovery at start)
+    await _outage(stack, stack.postgres, affected=("command-service",),
+                  stop=lambda: stack.postgres.stop("immediate"))
 
 
-async def test_mongo_restart(stack):
-    await _outage(stack, stack.mongo, affected=("projector-service", "query-service"))
+async def test_mongo_kill_and_restart(stack):
+    await _outage(stack, stack.mongo, affected=("projector-service", "query-service"), stop=stack.mongo.kill)
 
 
 async def test_sigterm_under_load_exits_in_bounded_time_and_loses_nothing(stack):
