@@ -3,7 +3,6 @@ rules in one transaction that also appends the events (the outbox), store the re
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from cqrs_shared.contracts import commands as c
 from cqrs_shared.contracts.envelopes import MAX_BODY_BYTES, CommandEnvelope
 from cqrs_shared.contracts.errors import VALIDATION_ERROR, details_from, error_body
 from cqrs_shared.money import parse_money
+from cqrs_shared import strict_json
 
 log = logging.getLogger("command_service")
 
@@ -70,7 +70,7 @@ def _decode(body: bytes) -> dict[str, Any] | None:
     if len(body) > MAX_BODY_BYTES:
         return None
     try:
-        raw = json.loads(body)
+        raw = strict_json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if b"\\u" in body and _unstorable(raw):  # only \u escapes can carry such text
@@ -154,7 +154,7 @@ class CommandService:
             if len(body) > MAX_BODY_BYTES:
                 raise _Invalid("request body is larger than 1 MiB", [{"field": "body", "message": "larger than 1 MiB"}])
             try:
-                raw = json.loads(body)
+                raw = strict_json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise _Invalid("body is not valid UTF-8 JSON", [{"field": "body", "message": str(exc)[:200]}]) from None
             except RecursionError:

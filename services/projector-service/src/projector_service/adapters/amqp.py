@@ -20,6 +20,7 @@ from cqrs_shared.messaging.consumer import PermanentFailure, QueueConsumer
 from cqrs_shared.messaging.topology import declare_consumed_queue
 from cqrs_shared.timeutil import iso_ms, utcnow
 from cqrs_shared.topology import INTERNAL_EXCHANGE, PROJECTOR_QUEUE, REBUILD_QUEUE, REPLAY_ROUTING_KEY
+from cqrs_shared import strict_json
 
 from projector_service.adapters.progress import ProjectionProgress
 from projector_service.application.projector import Projector
@@ -31,7 +32,7 @@ log = logging.getLogger("projector_service")
 
 def parse_event(body: bytes) -> EventEnvelope:
     try:
-        raw = json.loads(body)
+        raw = strict_json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise PermanentFailure(f"body is not JSON: {str(exc)[:200]}") from None
     return event_of(raw)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,6 +9,7 @@ from pydantic import ValidationError
 from cqrs_shared.contracts.envelopes import MAX_BODY_BYTES, QueryEnvelope, QueryReply
 from cqrs_shared.contracts.errors import NOT_FOUND, STALE, VALIDATION_ERROR, details_from, error_body
 from cqrs_shared.topology import QUERY_TYPES
+from cqrs_shared import strict_json
 
 from query_service.application.ports import ViewReader
 from query_service.application.watermark import WatermarkWatcher
@@ -49,7 +49,7 @@ class QueryService:
         if len(body) > MAX_BODY_BYTES:
             return invalid(None, "request body is larger than 1 MiB")
         try:
-            raw = json.loads(body)
+            raw = strict_json.loads(body)
         except (UnicodeDecodeError, ValueError):
             return invalid(None, "request body is not valid JSON")
         except RecursionError:
