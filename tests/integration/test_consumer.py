@@ -115,12 +115,18 @@ async def test_recovers_after_transient_failures_and_acks(amqp):
 
 
 async def test_messages_with_the_same_key_are_handled_in_order(amqp):
-    s, order = spec(), []
+    s, order, b_done = spec(), [], asyncio.Event()
 
     async def slow_first(message):
         n = json.loads(message.body)["n"]
-        await asyncio.sleep(0.2 if n == 0 else 0)
+        if n == 0:  # the first "a" is held until "b" is done (at most 10 s): b must not wait for a
+            try:
+                await asyncio.wait_for(b_done.wait(), 10)
+            except asyncio.TimeoutError:
+                pass
         order.append((message.headers["k"], n))
+        if message.headers["k"] == "b":
+            b_done.set()
 
     consumer = QueueConsumer(amqp, s, slow_first, service="test-service", key_of=lambda m: m.headers.get("k"))
     await consumer.start()
@@ -128,7 +134,7 @@ async def test_messages_with_the_same_key_are_handled_in_order(amqp):
         for n in range(4):
             await publish(amqp, s.name, {"n": n}, headers={"k": "a"})
         await publish(amqp, s.name, {"n": 9}, headers={"k": "b"})
-        for _ in range(100):
+        for _ in range(300):
             if len(order) == 5:
                 break
             await asyncio.sleep(0.05)
