@@ -95,10 +95,19 @@ async def _unpublished(dsn):
         await conn.close()
 
 
+async def _wait_published(dsn, timeout=10.0):
+    for _ in range(int(timeout / 0.05)):
+        if await _unpublished(dsn) == 0:
+            return
+        await asyncio.sleep(0.05)
+    assert await _unpublished(dsn) == 0
+
+
 async def test_event_committed_but_not_published_arrives_once_after_restart(services, client, pg_dsn):
     """The command service dies (kill -9) after the commit and before publishing."""
     run = uuid.uuid4().hex[:8]
     await _setup_customer_and_product(client, run)
+    await _wait_published(pg_dsn)  # the setup's events are out before the relay is switched off
     cmd = services["command-service"]
     assert cmd.terminate() == 0  # graceful stop
     cmd.start(RELAY_ENABLED="false")  # commits and replies, never publishes
@@ -114,11 +123,7 @@ async def test_event_committed_but_not_published_arrives_once_after_restart(serv
                                 "parameters": {"orderId": f"o-{run}", "includeHistory": True}})
     assert reply["status"] == "ok", reply
     assert reply["result"]["version"] == 1 and len(reply["result"]["history"]) == 1
-    for _ in range(100):  # marked published after the confirms; the view can be seen first
-        if await _unpublished(pg_dsn) == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert await _unpublished(pg_dsn) == 0
+    await _wait_published(pg_dsn)  # marked published after the confirms; the view can be seen first
 
 
 async def test_crash_after_publish_before_marking_gives_one_effect(services, client, pg_dsn):
@@ -141,11 +146,7 @@ async def test_crash_after_publish_before_marking_gives_one_effect(services, cli
                                 "parameters": {"orderId": f"o-{run}", "includeHistory": True}})
     assert first["status"] == "ok", first
     cmd.start()  # publishes the same events again
-    for _ in range(100):
-        if await _unpublished(pg_dsn) == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert await _unpublished(pg_dsn) == 0
+    await _wait_published(pg_dsn)
     await asyncio.sleep(0.5)  # let the projector see the duplicates
     again = await client.query({"queryType": "GetOrderDetails", "parameters": {"orderId": f"o-{run}", "includeHistory": True}})
     assert again["result"] == first["result"]
