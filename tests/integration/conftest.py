@@ -47,3 +47,4 @@ async def command_app(rabbit_vhost_url, pg_dsn):
     yield app
     app.stop()
     await asyncio.wait_for(task, 15)
+

@@ -23,6 +23,7 @@ from cqrs_shared.messaging.rpc import RpcClient
 from cqrs_shared.topology import INTERNAL_EXCHANGE, REBUILD_REQUEST_ROUTING_KEY
 from projector_service.config import ProjectorSettings
 from projector_service.wiring import build as build_projector
+from view_sets import assert_view_sets_equal
 
 ADMIN = {"userId": "admin-1", "metadata": {"roles": ["admin"]}}
 ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"}
@@ -85,16 +86,6 @@ async def stack(command_app, rabbit_vhost_url, mongo_url, mongo_db_name):
     for p in projectors:
         await p.stop()
     mongo.close()
-
-
-async def _dump(db, name: str) -> list[dict]:
-    return sorted([d async for d in db[name].find({})], key=lambda d: str(d["_id"]))
-
-
-async def _views_equal(db, old: str, new: str) -> None:
-    sfx = lambda base, s: base if s == "" else f"{base}_{s}"  # noqa: E731
-    for base in ("orders", "customers", "products"):
-        assert await _dump(db, sfx(base, new)) == await _dump(db, sfx(base, old)), base
 
 
 def _into(inbox: asyncio.Queue):
@@ -177,7 +168,7 @@ async def test_rebuild_as_a_script_while_a_second_request_is_refused(stack):
 
     pointer = await stack.pointer()
     assert pointer["live"] == "r1" and pointer["building"] is None
-    await _views_equal(stack.db, "", "r1")
+    await assert_view_sets_equal(stack.db, "", "r1")
     reply = await stack.settled()
     assert reply["result"]["total"] == len(stack.orders)
 
@@ -190,7 +181,7 @@ async def test_rebuild_shows_progress_and_switches(stack):
     assert any("[replay]" in x for x in progress) and any("[verify]" in x for x in progress), result.stderr
     assert result.stdout.startswith("switched: set r2 is live (was r1);"), result.stdout
     assert (await stack.pointer())["live"] == "r2"
-    await _views_equal(stack.db, "r1", "r2")
+    await assert_view_sets_equal(stack.db, "r1", "r2")
     reply = await stack.settled()
     assert reply["result"]["total"] == len(stack.orders)
 
@@ -216,7 +207,7 @@ async def test_the_rebuild_finishes_when_its_requester_goes_away(stack):
         await asyncio.sleep(0.1)
     assert pointer["live"] == m["viewSet"] != before, pointer
     await asyncio.sleep(1.5)  # verify phase: the new set is complete
-    await _views_equal(stack.db, before, pointer["live"])
+    await assert_view_sets_equal(stack.db, before, pointer["live"])
     for _ in range(100):  # the replica's rebuild task has ended
         if not any(p.rebuilds.running for p in stack.projectors):
             break

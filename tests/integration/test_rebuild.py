@@ -28,6 +28,7 @@ from projector_service.config import ProjectorSettings
 from projector_service.wiring import build as build_projector, rebuild
 from query_service.config import QuerySettings
 from query_service.wiring import build as build_query
+from view_sets import assert_view_sets_equal
 
 ADMIN = {"userId": "admin-1", "metadata": {"roles": ["admin"]}}
 ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"}
@@ -98,16 +99,6 @@ async def stack(command_app, rabbit_vhost_url, pg_dsn, mongo_url, mongo_db_name)
     mongo.close()
 
 
-async def _dump(db, name: str) -> list[dict]:
-    return sorted([d async for d in db[name].find({})], key=lambda d: str(d["_id"]))
-
-
-async def _sets_equal(db, old: str, new: str) -> None:
-    sfx = lambda base, s: base if s == "" else f"{base}_{s}"  # noqa: E731
-    for base in ("orders", "customers", "products"):
-        assert await _dump(db, sfx(base, new)) == await _dump(db, sfx(base, old)), base
-
-
 async def test_rebuild_under_steady_query_load_never_fails_nor_shows_a_partial_view(stack):
     known = dict(stack.orders)
     per_customer = {c: sum(1 for v in known.values() if v == c) for c in CUSTOMERS}
@@ -173,7 +164,7 @@ async def test_rebuild_under_steady_query_load_never_fails_nor_shows_a_partial_v
     await stack.settled()
     await asyncio.sleep(0.3)
     assert set(stack.orders) <= {d["_id"] async for d in stack.db.orders_r1.find({}, {"_id": 1})}
-    await _sets_equal(stack.db, "", "r1")
+    await assert_view_sets_equal(stack.db, "", "r1")
     reply = await stack.query("SearchOrders", {"pageSize": 1}, minPosition=stack.position)
     assert reply["status"] == "ok" and reply["result"]["total"] == len(stack.orders)
     wm = await stack.db.projector_state.find_one({"_id": "watermark_r1"})
@@ -209,7 +200,7 @@ async def test_second_rebuild_with_redelivered_history_gives_the_same_views_and_
     assert await stack.db.projector_state.find_one({"_id": "watermark"}) is None
     await stack.settled()
     await asyncio.sleep(0.3)
-    await _sets_equal(stack.db, "r1", "r2")
+    await assert_view_sets_equal(stack.db, "r1", "r2")
     wm = await stack.db.projector_state.find_one({"_id": "watermark_r2"})
     assert wm["position"] == stack.position
     reply = await stack.query("SearchOrders", {"pageSize": 1}, minPosition=stack.position)
