@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from rich.console import Console
 from rich.table import Table
 
-from command_service.adapters.postgres import apply_migrations, ensure_database
+from isolation import isolated
 from cqrs_shared.messaging.rpc import RpcClient, RpcTimeout, send_reply
 
 # The raw limits measured on this 2-core machine by issue #7 (quiet machine). nameko is not a
@@ -450,88 +449,69 @@ def chart(r: dict, path: Path) -> None:
 # ---- main -------------------------------------------------------------------------------
 
 async def main(args: argparse.Namespace) -> int:
-    amqp = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    pg = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/cqrs")
-    mongo = os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017")
-    run = uuid.uuid4().hex[:8]
-    vhost = f"bench-{run}"
-    u = urllib.parse.urlsplit(amqp)
-    vhost_url = urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + vhost, "", ""))
-    p = urllib.parse.urlsplit(pg)
-    dsn = urllib.parse.urlunsplit((p.scheme, p.netloc, f"/bench_{run}", "", ""))
-    mongo_db = f"bench_{run}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, u.username or "guest", ".*", ".*", ".*"], check=True)
-    await ensure_database(dsn)
-    apply_migrations(dsn)
     RESULTS.mkdir(parents=True, exist_ok=True)
     s = args.seconds
-    r: dict = {"run": run, "seconds_per_phase": s, "machine": {"cpus": os.cpu_count()}, "baseline": {}}
-    services = Services({**os.environ, "AMQP_URL": vhost_url, "POSTGRES_DSN": dsn, "MONGO_URL": mongo,
-                         "MONGO_DB": mongo_db, "PG_POOL_MAX": "16", "HEALTH_PORT": "0"}, RESULTS)
-    try:
-        with console.status("baselines") as st:
-            st.update("baseline: aio-pika echo RPC c=1")
-            r["baseline"]["echo_1"] = await echo_baseline(vhost_url, 1, s)
-            st.update("baseline: aio-pika echo RPC c=64")
-            r["baseline"]["echo_64"] = await echo_baseline(vhost_url, 64, s)
-            st.update("baseline: asyncpg 3-row transaction c=64")
-            r["baseline"]["pg_tx_64"] = await pg_baseline(dsn, 64, s)
-            st.update("baseline: motor find_one c=32")
-            r["baseline"]["mongo_find_32"] = await mongo_baseline(mongo, mongo_db, 32, s)
-        console.print("baselines done")
-        services.start()
-        await asyncio.sleep(2)
-        r["rss_mb"] = {"idle": services.rss_mb()}
-        loaded = {k: 0.0 for k in r["rss_mb"]["idle"]}
+    async with isolated("bench") as iso:
+        run, vhost_url, dsn, mongo, mongo_db = iso.run, iso.amqp_url, iso.dsn, iso.mongo_url, iso.mongo_db
+        r: dict = {"run": iso.run, "seconds_per_phase": s, "machine": {"cpus": os.cpu_count()}, "baseline": {}}
+        services = Services({**os.environ, "AMQP_URL": vhost_url, "POSTGRES_DSN": dsn, "MONGO_URL": mongo,
+                             "MONGO_DB": mongo_db, "PG_POOL_MAX": "16", "HEALTH_PORT": "0"}, RESULTS)
+        try:
+            with console.status("baselines") as st:
+                st.update("baseline: aio-pika echo RPC c=1")
+                r["baseline"]["echo_1"] = await echo_baseline(vhost_url, 1, s)
+                st.update("baseline: aio-pika echo RPC c=64")
+                r["baseline"]["echo_64"] = await echo_baseline(vhost_url, 64, s)
+                st.update("baseline: asyncpg 3-row transaction c=64")
+                r["baseline"]["pg_tx_64"] = await pg_baseline(dsn, 64, s)
+                st.update("baseline: motor find_one c=32")
+                r["baseline"]["mongo_find_32"] = await mongo_baseline(mongo, mongo_db, 32, s)
+            console.print("baselines done")
+            services.start()
+            await asyncio.sleep(2)
+            r["rss_mb"] = {"idle": services.rss_mb()}
+            loaded = {k: 0.0 for k in r["rss_mb"]["idle"]}
 
-        async def sample() -> None:
-            while True:
-                try:
-                    for k, v in services.rss_mb().items():
-                        loaded[k] = max(loaded[k], v)
-                except psutil.NoSuchProcess:
-                    return
-                await asyncio.sleep(0.5)
+            async def sample() -> None:
+                while True:
+                    try:
+                        for k, v in services.rss_mb().items():
+                            loaded[k] = max(loaded[k], v)
+                    except psutil.NoSuchProcess:
+                        return
+                    await asyncio.sleep(0.5)
 
-        sampler = asyncio.create_task(sample())
-        client = await RpcClient.connect(vhost_url)
-        customers, products = 200, 50
-        with console.status("seeding customers and products"):
-            await seed(client, run, customers, products)
-        r["place_order"] = {}
-        for c in (1, 16, 64):
-            with console.status(f"PlaceOrder at concurrency {c} for {s:.0f} s"):
-                async def po(n, i, c=c):
-                    return (await client.send_command(place_order(run, n + c * 1000, i, customers, products)))["status"] == "accepted"
-                r["place_order"][str(c)] = await measured(services, load(po, c, s))
-            console.print(f"PlaceOrder c={c}: {r['place_order'][str(c)]['throughput']:,.0f}/s")
-        last = await client.send_command(place_order(run, 0, 0, customers, products))
-        r["catch_up_s"] = {"after_place_order": await catch_up(client, last["position"], args.catch_up_timeout)}
-        with console.status(f"lag at 200 commands/s for {s:.0f} s"):
-            r["lag"] = await measured(services, lag_phase(client, run, 200, s, customers, products))
-        console.print(f"lag p99: {r['lag']['p99_ms']:,.1f} ms")
-        r["catch_up_s"]["after_lag"] = await catch_up(client, await current_position(client, run), args.catch_up_timeout)
-        r["query"] = {}
-        for c in (1, 64):
-            with console.status(f"GetOrderDetails at concurrency {c} for {s:.0f} s"):
-                async def q(n, i):
-                    return (await client.query({"queryType": "GetOrderDetails",
-                                                "parameters": {"orderId": last["aggregateId"]}}))["status"] == "ok"
-                r["query"][str(c)] = await measured(services, load(q, c, s))
-            console.print(f"GetOrderDetails c={c}: {r['query'][str(c)]['throughput']:,.0f}/s")
-        sampler.cancel()
-        r["rss_mb"]["loaded"] = loaded
-        await client.close()
-    finally:
-        services.stop()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
-        conn = await asyncpg.connect(urllib.parse.urlunsplit((p.scheme, p.netloc, "/postgres", "", "")))
-        await conn.execute(f'DROP DATABASE IF EXISTS "bench_{run}" WITH (FORCE)')
-        await conn.close()
-        m = AsyncIOMotorClient(mongo)
-        await m.drop_database(mongo_db)
-        m.close()
+            sampler = asyncio.create_task(sample())
+            client = await RpcClient.connect(vhost_url)
+            customers, products = 200, 50
+            with console.status("seeding customers and products"):
+                await seed(client, run, customers, products)
+            r["place_order"] = {}
+            for c in (1, 16, 64):
+                with console.status(f"PlaceOrder at concurrency {c} for {s:.0f} s"):
+                    async def po(n, i, c=c):
+                        return (await client.send_command(place_order(run, n + c * 1000, i, customers, products)))["status"] == "accepted"
+                    r["place_order"][str(c)] = await measured(services, load(po, c, s))
+                console.print(f"PlaceOrder c={c}: {r['place_order'][str(c)]['throughput']:,.0f}/s")
+            last = await client.send_command(place_order(run, 0, 0, customers, products))
+            r["catch_up_s"] = {"after_place_order": await catch_up(client, last["position"], args.catch_up_timeout)}
+            with console.status(f"lag at 200 commands/s for {s:.0f} s"):
+                r["lag"] = await measured(services, lag_phase(client, run, 200, s, customers, products))
+            console.print(f"lag p99: {r['lag']['p99_ms']:,.1f} ms")
+            r["catch_up_s"]["after_lag"] = await catch_up(client, await current_position(client, run), args.catch_up_timeout)
+            r["query"] = {}
+            for c in (1, 64):
+                with console.status(f"GetOrderDetails at concurrency {c} for {s:.0f} s"):
+                    async def q(n, i):
+                        return (await client.query({"queryType": "GetOrderDetails",
+                                                    "parameters": {"orderId": last["aggregateId"]}}))["status"] == "ok"
+                    r["query"][str(c)] = await measured(services, load(q, c, s))
+                console.print(f"GetOrderDetails c={c}: {r['query'][str(c)]['throughput']:,.0f}/s")
+            sampler.cancel()
+            r["rss_mb"]["loaded"] = loaded
+            await client.close()
+        finally:
+            services.stop()
     with console.status(f"rebuild of {HISTORY_EVENTS:,} events (bench/rebuild.py)"):
         r["rebuild"] = await rebuild_phase({**os.environ, "MONGO_URL": mongo}, HISTORY_EVENTS, args.rebuild_timeout)
     r["goals"] = [{"goal": g, "measured": m_, "ratio": ra, "met": ok, "why": why} for g, m_, ra, ok, why in goals(r)]

@@ -22,15 +22,13 @@ import random
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
-from motor.motor_asyncio import AsyncIOMotorClient
 
-from command_service.adapters.postgres import apply_migrations, ensure_database
+from isolation import isolated
 from projector_service.config import ProjectorSettings
 from projector_service.wiring import rebuild
 
@@ -101,76 +99,56 @@ def history(n: int, seed: int = 7) -> list[tuple]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    amqp = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    pg = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-    mongo_url = os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017")
-    token = uuid.uuid4().hex[:8]
-    vhost, dbname = f"bench-rebuild-{token}", f"bench_rebuild_{token}"
-    u = urllib.parse.urlsplit(amqp)
-    vhost_url = urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + vhost, "", ""))
-    dsn = urllib.parse.urlunsplit(urllib.parse.urlsplit(pg)._replace(path="/" + dbname))
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, u.username or "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    proc = None
-    try:
-        await ensure_database(dsn)
-        apply_migrations(dsn)
-        rows = history(args.events)
-        conn = await asyncpg.connect(dsn)
+    async with isolated("bench-rebuild") as iso:
+        vhost_url, dsn, mongo_url, dbname = iso.amqp_url, iso.dsn, iso.mongo_url, iso.mongo_db
+        proc = None
         try:
-            await conn.copy_records_to_table("events", records=rows, columns=[
-                "position", "event_id", "aggregate_type", "aggregate_id", "version", "event_type", "envelope",
-                "created_at", "published_at"])
-            await conn.execute("UPDATE position_counter SET value = $1", len(rows))
-        finally:
-            await conn.close()
-        print(f"history: {len(rows)} events in the event store")
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "command-service"), "serve"],
-                                env={**os.environ, "AMQP_URL": vhost_url, "POSTGRES_DSN": dsn, "HEALTH_PORT": "-1",
-                                     "LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await asyncio.sleep(3.0)
-        settings = ProjectorSettings(amqp_url=vhost_url, mongo_url=mongo_url, mongo_db=dbname, health_port=-1,
-                                     rebuild_batch=args.batch, rebuild_prefetch=args.prefetch,
-                                     rebuild_per_message=args.per_message)
-        marks: dict[str, float] = {}
-        start = time.monotonic()
+            rows = history(args.events)
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.copy_records_to_table("events", records=rows, columns=[
+                    "position", "event_id", "aggregate_type", "aggregate_id", "version", "event_type", "envelope",
+                    "created_at", "published_at"])
+                await conn.execute("UPDATE position_counter SET value = $1", len(rows))
+            finally:
+                await conn.close()
+            print(f"history: {len(rows)} events in the event store")
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "command-service"), "serve"],
+                                    env={**os.environ, "AMQP_URL": vhost_url, "POSTGRES_DSN": dsn, "HEALTH_PORT": "-1",
+                                         "LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(3.0)
+            settings = ProjectorSettings(amqp_url=vhost_url, mongo_url=mongo_url, mongo_db=dbname, health_port=-1,
+                                         rebuild_batch=args.batch, rebuild_prefetch=args.prefetch,
+                                         rebuild_per_message=args.per_message)
+            marks: dict[str, float] = {}
+            start = time.monotonic()
 
-        def progress(p) -> None:
-            if p.watermark >= len(rows) and "replayed" not in marks:
-                marks["replayed"] = time.monotonic() - start
-            print(f"  [{p.phase}] watermark {p.watermark}/{len(rows)}, {p.rate:,.0f} events/s, {p.elapsed:.1f} s",
-                  flush=True)
+            def progress(p) -> None:
+                if p.watermark >= len(rows) and "replayed" not in marks:
+                    marks["replayed"] = time.monotonic() - start
+                print(f"  [{p.phase}] watermark {p.watermark}/{len(rows)}, {p.rate:,.0f} events/s, {p.elapsed:.1f} s",
+                      flush=True)
 
-        if args.cli:  # the command an operator runs, as its own process
-            env = {**os.environ, "AMQP_URL": vhost_url, "MONGO_URL": mongo_url, "MONGO_DB": dbname,
-                   "REBUILD_BATCH": str(args.batch), "REBUILD_PREFETCH": str(args.prefetch),
-                   "REBUILD_PER_MESSAGE": str(args.per_message), "LOG_LEVEL": "WARNING"}
-            out = await asyncio.to_thread(subprocess.run, [str(Path(sys.executable).parent / "projector-service"),
-                                                           "rebuild"], env=env, capture_output=True, text=True)
+            if args.cli:  # the command an operator runs, as its own process
+                env = {**os.environ, "AMQP_URL": vhost_url, "MONGO_URL": mongo_url, "MONGO_DB": dbname,
+                       "REBUILD_BATCH": str(args.batch), "REBUILD_PREFETCH": str(args.prefetch),
+                       "REBUILD_PER_MESSAGE": str(args.per_message), "LOG_LEVEL": "WARNING"}
+                out = await asyncio.to_thread(subprocess.run, [str(Path(sys.executable).parent / "projector-service"),
+                                                               "rebuild"], env=env, capture_output=True, text=True)
+                total = time.monotonic() - start
+                print(out.stderr.strip()[-600:], out.stdout.strip(), f"exit {out.returncode}", sep="\n")
+                print(f"whole rebuild (CLI process): {total:.1f} s = {len(rows) / total:,.0f} events/s")
+                return
+            result = await rebuild(settings, progress)
             total = time.monotonic() - start
-            print(out.stderr.strip()[-600:], out.stdout.strip(), f"exit {out.returncode}", sep="\n")
-            print(f"whole rebuild (CLI process): {total:.1f} s = {len(rows) / total:,.0f} events/s")
-            return
-        result = await rebuild(settings, progress)
-        total = time.monotonic() - start
-        replayed = marks.get("replayed", total)
-        print(f"replay: {len(rows)} events in {replayed:.1f} s = {len(rows) / replayed:,.0f} events/s")
-        print(f"whole rebuild (with the switch's waits): {total:.1f} s = {len(rows) / total:,.0f} events/s; "
-              f"set {result.view_set} live, watermark {result.watermark}")
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(20)
-        client = AsyncIOMotorClient(mongo_url)
-        await client.drop_database(dbname)
-        client.close()
-        conn = await asyncpg.connect(pg)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            replayed = marks.get("replayed", total)
+            print(f"replay: {len(rows)} events in {replayed:.1f} s = {len(rows) / replayed:,.0f} events/s")
+            print(f"whole rebuild (with the switch's waits): {total:.1f} s = {len(rows) / total:,.0f} events/s; "
+                  f"set {result.view_set} live, watermark {result.watermark}")
         finally:
-            await conn.close()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+            if proc is not None:
+                proc.terminate()
+                proc.wait(20)
 
 
 if __name__ == "__main__":
