@@ -49,7 +49,8 @@ async def build(settings: ProjectorSettings, *, rebuild_options: dict[str, Any] 
         db, wrap=lambda store: ObservedViewStore(store, progress, when=lambda: store.name == sets.live_name))
     await sets.targets()  # reads the pointer: which set is live
     await sets.store(live).advance_watermark()  # the metrics start from the stored watermark
-    consumer = make_consumer(connection, Projector(sets), prefetch=settings.prefetch, progress=progress)
+    projector = Projector(sets, out_of_order_wait_s=settings.out_of_order_wait_ms / 1000)
+    consumer = make_consumer(connection, projector, prefetch=settings.prefetch, progress=progress)
     await consumer.start()
     # `cqrsctl rebuild`: a request reaches one replica, which runs the rebuild below in-process
     rebuilds = RebuildRequests(

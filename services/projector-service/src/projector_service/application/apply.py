@@ -23,10 +23,13 @@ class Applied:
     changed: bool = False  # some view document was written
 
 
-async def apply_events(store: ViewStore, events: list[EventEnvelope], *, record: bool = False) -> Applied:
+async def apply_events(store: ViewStore, events: list[EventEnvelope], *, record: bool = False,
+                       mark: bool = True) -> Applied:
     """`record`: the processed positions are recorded through the watermark where they are
     contiguous with it (one write instead of one document per event; for batches that come in
-    position order, i.e. the rebuild), else one `processed` document per event."""
+    position order, i.e. the rebuild), else one `processed` document per event. `mark=False`:
+    the positions of `done` are not recorded here; the caller records them (the live
+    projector batches them over concurrent handlers)."""
     out = Applied()
     pending = group_orders(events)
     done = [e for e in events if e.eventType not in ORDER_EVENTS]
@@ -56,7 +59,7 @@ async def apply_events(store: ViewStore, events: list[EventEnvelope], *, record:
     if refs:
         await store.write_references(refs.customers, refs.product_info, refs.product_stock)
         out.changed = True
-    if done:
+    if done and mark:
         positions = sorted({e.position for e in done})
         if record:
             await store.record_processed(positions)

@@ -8,8 +8,8 @@ import logging
 
 from cqrs_shared.contracts.envelopes import EventEnvelope
 
-from projector_service.application.apply import apply_events
-from projector_service.application.ports import ViewSets, ViewStore
+from projector_service.application.apply import Applied, apply_events
+from projector_service.application.ports import Target, ViewSets, ViewStore
 
 log = logging.getLogger(__name__)
 
@@ -18,17 +18,30 @@ class OutOfOrder(Exception):
     """An earlier version of the aggregate has not been applied yet (transient)."""
 
 
-class WatermarkAdvancer:
-    """Coalesces the watermark advances of concurrent handlers of one set: whoever asks while
-    an advance runs shares the next one (which starts after its position was recorded). Under
-    load one advance (three round trips) serves many events instead of each event paying it."""
+# How long an event whose predecessor is missing waits in the process before it goes to the
+# retry queue. With several replicas the predecessor is nearly always being applied by another
+# replica at that moment, so it lands within milliseconds; the retry queue (200 ms, and then the
+# back of the main queue) costs far more and holds the watermark for all of it. Bounded, because
+# the waiting message holds a prefetch slot and every later event of its aggregate.
+OUT_OF_ORDER_WAIT_S = 0.2
+FIRST_POLL_S = 0.005
+
+
+class ProgressRecorder:
+    """Records the processed positions of the concurrent handlers of one set together: one
+    `processed` insert for all of them, then one watermark advance (three round trips). Whoever
+    asks while a round runs joins the next one, which starts after that caller's view write,
+    so the watermark it gets back covers its own position when that is contiguous."""
 
     def __init__(self, store: ViewStore) -> None:
         self._store = store
+        self._positions: list[int] = []
         self._next: asyncio.Future[int] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def advance(self) -> int:
+    async def record(self, positions: list[int]) -> int:
+        """Marks `positions` processed and advances the watermark; returns the watermark."""
+        self._positions.extend(positions)
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
         fut = self._next
@@ -39,7 +52,11 @@ class WatermarkAdvancer:
     async def _run(self) -> None:
         while self._next is not None:
             fut, self._next = self._next, None
+            positions, self._positions = sorted(set(self._positions)), []
             try:
+                # the documents before the advance, which must find them (another replica's
+                # advance may be the one that moves the watermark over them)
+                await self._store.mark_processed(positions)
                 fut.set_result(await self._store.advance_watermark())
             except Exception as exc:  # every waiter fails (its handler retries the event)
                 fut.set_exception(exc)
@@ -47,20 +64,21 @@ class WatermarkAdvancer:
 
 
 class Projector:
-    def __init__(self, sets: ViewSets) -> None:
+    def __init__(self, sets: ViewSets, *, out_of_order_wait_s: float = OUT_OF_ORDER_WAIT_S) -> None:
         self._sets = sets
-        self._advancers: dict[str, WatermarkAdvancer] = {}
+        self._wait_s = out_of_order_wait_s
+        self._recorders: dict[str, ProgressRecorder] = {}
 
     async def handle(self, event: EventEnvelope) -> bool:
         """Returns True if the event changed a view, False for a duplicate. Raises OutOfOrder
-        when an earlier version is still missing from a live set, InvalidEvent when the event
-        can never be applied.
+        when an earlier version is still missing from a live set after a short wait,
+        InvalidEvent when the event can never be applied.
 
         Sets come newest first (a set being rebuilt, then the live one, then the retiring one),
         so that a newer set never lacks what an older one shows (see docs/architecture.md)."""
         changed = False
         for target in await self._sets.targets():
-            result = await apply_events(target.store, [event])
+            result = await self._apply(target, event)
             if result.invalid:
                 raise result.invalid[0][1]
             if result.blocked:
@@ -71,8 +89,26 @@ class Projector:
                           target.store.name, event.aggregateId)
                 continue
             changed = changed or result.changed
-            advancer = self._advancers.get(target.store.name)
-            if advancer is None:
-                advancer = self._advancers[target.store.name] = WatermarkAdvancer(target.store)
-            await advancer.advance()
+            recorder = self._recorders.get(target.store.name)
+            if recorder is None:
+                recorder = self._recorders[target.store.name] = ProgressRecorder(target.store)
+            await recorder.record([e.position for e in result.done])
         return changed
+
+    async def _apply(self, target: Target, event: EventEnvelope) -> Applied:
+        """Applies the event; on a strict set, an event whose predecessor is missing is tried
+        again after short, growing sleeps (5, 10, 20, ... ms) for up to `out_of_order_wait_s`:
+        the predecessor is usually being applied by another replica right now."""
+        result = await apply_events(target.store, [event], mark=False)
+        if not (result.blocked and target.strict) or self._wait_s <= 0:
+            return result
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_s
+        pause = FIRST_POLL_S
+        while result.blocked and (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(pause, left))
+            pause *= 2
+            result = await apply_events(target.store, [event], mark=False)
+        if not result.blocked:
+            log.debug("%s v%d applied after waiting for its predecessor", event.aggregateId, event.version)
+        return result
