@@ -8,7 +8,7 @@ class ProjectorSettings(CommonSettings):
     catch_up_on_start: bool = True
     # an event whose predecessor is missing waits this long in the process (re-reading the
     # view) before it goes to the retry queue; 0 sends it to the retry queue at once
-    out_of_order_wait_ms: float = 200.0
+    out_of_order_wait_ms: float = 2000.0
     # rebuild: events applied per batch, events per replayed message, messages in flight, how
     # long the previous set is still written after the switch (queries holding the old
     # pointer keep a complete view)

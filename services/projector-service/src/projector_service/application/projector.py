@@ -19,12 +19,15 @@ class OutOfOrder(Exception):
 
 
 # How long an event whose predecessor is missing waits in the process before it goes to the
-# retry queue. With several replicas the predecessor is nearly always being applied by another
-# replica at that moment, so it lands within milliseconds; the retry queue (200 ms, and then the
-# back of the main queue) costs far more and holds the watermark for all of it. Bounded, because
-# the waiting message holds a prefetch slot and every later event of its aggregate.
-OUT_OF_ORDER_WAIT_S = 0.2
-FIRST_POLL_S = 0.005
+# retry queue. With several replicas the predecessor is nearly always held by another replica
+# at that moment: it lands within the time an event spends in flight (milliseconds when the
+# queue is short; under a backlog up to prefetch x replicas / throughput, about a second with
+# 4 replicas here). The retry queue costs more (200 ms, then the back of the main queue behind
+# the whole backlog) and holds the watermark for all of it. Bounded, because the waiting message
+# holds a prefetch slot and every later event of its aggregate in this process.
+OUT_OF_ORDER_WAIT_S = 2.0
+FIRST_POLL_S = 0.005  # the view is read again after 5, 10, 20, 40, 80, 100, 100, ... ms
+MAX_POLL_S = 0.1
 
 
 class ProgressRecorder:
@@ -97,8 +100,8 @@ class Projector:
 
     async def _apply(self, target: Target, event: EventEnvelope) -> Applied:
         """Applies the event; on a strict set, an event whose predecessor is missing is tried
-        again after short, growing sleeps (5, 10, 20, ... ms) for up to `out_of_order_wait_s`:
-        the predecessor is usually being applied by another replica right now."""
+        again after short, growing sleeps (5, 10, 20, ... ms, at most 100 ms) for up to
+        `out_of_order_wait_s`: the predecessor is usually with another replica right now."""
         result = await apply_events(target.store, [event], mark=False)
         if not (result.blocked and target.strict) or self._wait_s <= 0:
             return result
@@ -107,7 +110,7 @@ class Projector:
         pause = FIRST_POLL_S
         while result.blocked and (left := deadline - loop.time()) > 0:
             await asyncio.sleep(min(pause, left))
-            pause *= 2
+            pause = min(pause * 2, MAX_POLL_S)
             result = await apply_events(target.store, [event], mark=False)
         if not result.blocked:
             log.debug("%s v%d applied after waiting for its predecessor", event.aggregateId, event.version)
