@@ -21,6 +21,7 @@ class Applied:
     blocked: list[EventEnvelope] = field(default_factory=list)  # an earlier version is missing
     invalid: list[tuple[EventEnvelope, InvalidEvent]] = field(default_factory=list)
     changed: bool = False  # some view document was written
+    written: set[str] = field(default_factory=set)  # the order ids whose document was written
 
 
 async def apply_events(store: ViewStore, events: list[EventEnvelope], *, record: bool = False,
@@ -51,7 +52,9 @@ async def apply_events(store: ViewStore, events: list[EventEnvelope], *, record:
             done.extend(f.done)
             out.blocked.extend(f.blocked)
             out.invalid.extend(f.invalid)
-            out.changed = out.changed or f.write is not None
+            if f.write is not None:
+                out.changed = True
+                out.written.add(oid)
         pending = {oid: pending[oid] for oid in lost}
     for evs in pending.values():  # still losing after several rounds: deliver again later
         out.blocked.extend(evs)
