@@ -1,5 +1,8 @@
 """Applies one live event to every set the pointer names: idempotent (versions) and ordered
-per aggregate (a missing predecessor is retried later on live sets)."""
+per aggregate (on live sets an event whose predecessor is missing waits briefly for it, then
+is retried later). Concurrent handlers share their MongoDB round trips (ApplyBatcher,
+ProgressRecorder); see docs/architecture.md, "Per-aggregate order with several projector
+replicas"."""
 
 from __future__ import annotations
 
