@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: install up down status demo test test-unit migrate clean bench asyncapi scale
+.PHONY: install up down status demo test test-unit migrate clean bench asyncapi scale chaos
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -41,3 +41,6 @@ bench: install       ## measure the system against its raw baselines (about 5 mi
 
 scale: install       ## projector at 1, 2, 4 replicas, 2 command and 1-2 query replicas, views checked by the oracle (a few minutes)
 	scripts/with-mongo.sh $(UV) run --frozen python bench/scale.py $(SCALE_ARGS)
+
+chaos: install       ## the chaos test at a larger size (CHAOS_COMMANDS, default 5000) on private servers (a few minutes)
+	CHAOS_COMMANDS=$${CHAOS_COMMANDS:-5000} scripts/test.sh tests/e2e/test_chaos.py -q -s -p no:cacheprovider
