@@ -298,6 +298,12 @@ async def _outage(stack: Stack, server, affected: tuple[str, ...], down_seconds:
             t_down = time.monotonic()
             await asyncio.to_thread(stop or server.stop)
             await asyncio.sleep(down_seconds)
+            # stay down until each affected service has said so (bounded): how long a readiness
+            # probe takes to notice depends on the driver's timeouts and on the machine's load
+            deadline = time.monotonic() + 30.0
+            while time.monotonic() < deadline and not all(
+                    503 in ready.statuses(name, t_down, time.monotonic()) for name in affected):
+                await asyncio.sleep(0.2)
             await asyncio.to_thread(server.start)
             t_up = time.monotonic()
             t_ready = await ready.all_ready()
