@@ -13,7 +13,6 @@ then sent concurrently, so the whole module stays well under a minute.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter
 from typing import Any
@@ -84,23 +83,23 @@ command_envelopes = st.fixed_dictionaries(
 
 
 @st.composite
-def commands(draw) -> tuple[str, bytes, str | None]:
-    """(routing key, body, content type)"""
+def requests(draw, types: list[str], envelopes, type_field: str) -> tuple[str, bytes, str | None]:
+    """(routing key, body, content type) of a command or query request"""
     kind = draw(st.sampled_from(["json", "envelope", "envelope", "utf8", "deep", "content_type"]))
-    key = draw(st.sampled_from(sorted(COMMANDS)) | st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s))
+    key = draw(st.sampled_from(types) | st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s))
     ctype = "application/json"
     if kind == "json":
         body = dumps(draw(any_json))
     elif kind == "envelope":
-        env = draw(command_envelopes)
-        key = env["commandType"] if isinstance(env["commandType"], str) and env["commandType"] else key
+        env = draw(envelopes)
+        key = env[type_field] if isinstance(env[type_field], str) and env[type_field] else key
         body = dumps(env)
     elif kind == "utf8":
         body = draw(invalid_utf8)
     elif kind == "deep":
         body = draw(deep_nesting)
     else:
-        body = dumps(draw(command_envelopes))
+        body = dumps(draw(envelopes))
         ctype = draw(st.sampled_from(BAD_CONTENT_TYPES))
     return key.encode("utf-8", "replace").decode()[:200] or "x", body, ctype
 
@@ -110,27 +109,6 @@ query_envelopes = st.fixed_dictionaries(
     optional={"queryId": any_json, "parameters": any_json | st.dictionaries(
         st.sampled_from(["orderId", "customerId", "productId", "page", "pageSize", "dateFrom", "dateTo", "limit",
                          "text", "status", "minAmount", "maxAmount", "includeHistory"]), any_json, max_size=5)})
-
-
-@st.composite
-def queries(draw) -> tuple[str, bytes, str | None]:
-    kind = draw(st.sampled_from(["json", "envelope", "envelope", "utf8", "deep", "content_type"]))
-    key = draw(st.sampled_from(QUERY_TYPES) | st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s))
-    ctype = "application/json"
-    if kind == "json":
-        body = dumps(draw(any_json))
-    elif kind == "envelope":
-        env = draw(query_envelopes)
-        key = env["queryType"] if isinstance(env["queryType"], str) and env["queryType"] else key
-        body = dumps(env)
-    elif kind == "utf8":
-        body = draw(invalid_utf8)
-    elif kind == "deep":
-        body = draw(deep_nesting)
-    else:
-        body = dumps(draw(query_envelopes))
-        ctype = draw(st.sampled_from(BAD_CONTENT_TYPES))
-    return key.encode("utf-8", "replace").decode()[:200] or "x", body, ctype
 
 
 REQUIRED_EVENT_FIELDS = ("eventId", "eventType", "aggregateId", "aggregateType", "version", "position", "timestamp")
@@ -250,10 +228,10 @@ async def test_fuzzed_messages_get_errors_or_dead_letters_and_change_nothing(ser
     await asyncio.sleep(0.5)  # the seed's events are applied: the views are at rest
     before = await _snapshot(services["dsn"], db)
 
-    cmd_cases = generate(commands(), N_COMMANDS) + [("PlaceOrder", b, "application/json")
+    cmd_cases = generate(requests(sorted(COMMANDS), command_envelopes, "commandType"), N_COMMANDS) + [("PlaceOrder", b, "application/json")
                                                     for b in generate(huge, 3)] + \
         [("AddProduct", b, None) for b in SPECIAL]
-    qry_cases = generate(queries(), N_QUERIES) + [("GetOrderDetails", b, "application/json")
+    qry_cases = generate(requests(list(QUERY_TYPES), query_envelopes, "queryType"), N_QUERIES) + [("GetOrderDetails", b, "application/json")
                                                   for b in generate(huge, 3)] + \
         [("GetOrderDetails", b.replace(b"commandId", b"queryId"), None) for b in SPECIAL]
     evt_cases = generate(events(), N_EVENTS)
