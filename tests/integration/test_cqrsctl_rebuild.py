@@ -23,7 +23,7 @@ from cqrs_shared.messaging.rpc import RpcClient
 from cqrs_shared.topology import INTERNAL_EXCHANGE, REBUILD_REQUEST_ROUTING_KEY
 from projector_service.config import ProjectorSettings
 from projector_service.wiring import build as build_projector
-from view_sets import assert_view_sets_equal
+from view_sets import CommandStack, assert_view_sets_equal
 
 ADMIN = {"userId": "admin-1", "metadata": {"roles": ["admin"]}}
 ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"}
@@ -31,23 +31,11 @@ FAST = {"propagation_s": 1.2, "idle_s": 0.2}  # the processes' pointer TTL is 0.
 CQRSCTL = Path(sys.executable).with_name("cqrsctl")
 
 
-class Stack:
+class Stack(CommandStack):
     def __init__(self, client: RpcClient, db, url: str, projectors: list) -> None:
-        self.client, self.db, self.url, self.projectors = client, db, url, projectors
+        super().__init__(client, db)
+        self.url, self.projectors = url, projectors
         self.orders: list[str] = []
-        self.position = 0
-
-    async def command(self, cmd: dict) -> dict:
-        reply = await self.client.send_command(cmd)
-        assert reply["status"] == "accepted", reply
-        self.position = max(self.position, reply["position"])
-        return reply
-
-    async def settled(self) -> None:
-        reply = await self.client.query({"queryType": "SearchOrders", "parameters": {"pageSize": 1},
-                                         "minPosition": self.position, "maxWaitMs": 20000})
-        assert reply["status"] == "ok", reply
-        return reply
 
     async def pointer(self) -> dict:
         return await self.db.projector_state.find_one({"_id": "views"}) or {}

@@ -28,7 +28,7 @@ from projector_service.config import ProjectorSettings
 from projector_service.wiring import build as build_projector, rebuild
 from query_service.config import QuerySettings
 from query_service.wiring import build as build_query
-from view_sets import assert_view_sets_equal
+from view_sets import CommandStack, assert_view_sets_equal
 
 ADMIN = {"userId": "admin-1", "metadata": {"roles": ["admin"]}}
 ADDRESS = {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"}
@@ -37,17 +37,11 @@ PRODUCTS = [f"p{i}" for i in range(5)]
 FAST = {"propagation_s": 1.2, "idle_s": 0.2}  # the processes' pointer TTL is 0.5 s
 
 
-class Stack:
+class Stack(CommandStack):
     def __init__(self, client: RpcClient, db, settings: ProjectorSettings) -> None:
-        self.client, self.db, self.settings = client, db, settings
+        super().__init__(client, db)
+        self.settings = settings
         self.orders: dict[str, str] = {}  # order id -> customer id
-        self.position = 0
-
-    async def command(self, cmd: dict) -> dict:
-        reply = await self.client.send_command(cmd)
-        assert reply["status"] == "accepted", reply
-        self.position = max(self.position, reply["position"])
-        return reply
 
     async def place(self, n: int) -> None:
         async def one(i: int) -> None:
@@ -68,10 +62,6 @@ class Stack:
 
     async def query(self, qtype: str, params: dict, **extra) -> dict:
         return await self.client.query({"queryType": qtype, "parameters": params, **extra})
-
-    async def settled(self) -> None:
-        reply = await self.query("SearchOrders", {"pageSize": 1}, minPosition=self.position, maxWaitMs=20000)
-        assert reply["status"] == "ok", reply
 
 
 @pytest.fixture(scope="module")
