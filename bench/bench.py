@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -150,12 +151,29 @@ class Services:
                 time.sleep(0.1)
 
     def cpu_s(self) -> dict[str, float]:
-        """CPU seconds (user + system) used so far by each service process."""
+        """CPU seconds (user + system) used so far by each service process and by the servers
+        they use: RabbitMQ (beam.smp), PostgreSQL (all its processes: the servers are shared,
+        so other clients' work counts too on a busy machine) and the MongoDB server listening
+        on MONGO_URL's port."""
         out = {}
         for n, (p, _) in self.procs.items():
             t = psutil.Process(p.pid).cpu_times()
             out[n] = t.user + t.system
+        out.update({"rabbitmq": 0.0, "postgresql": 0.0, "mongodb": 0.0})
+        for proc in psutil.process_iter(["name", "cpu_times"]):
+            name = proc.info["name"] or ""
+            key = "rabbitmq" if name == "beam.smp" else "postgresql" if name.startswith("postgres") else \
+                "mongodb" if proc.pid == self._mongo_pid() else None
+            if key and proc.info["cpu_times"] is not None:
+                out[key] += proc.info["cpu_times"].user + proc.info["cpu_times"].system
         return out
+
+    def _mongo_pid(self) -> int | None:
+        if not hasattr(self, "_mongo"):
+            port = urllib.parse.urlsplit(self.env.get("MONGO_URL", "")).port or 27017
+            self._mongo = next((c.pid for c in psutil.net_connections("tcp")
+                                if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port), None)
+        return self._mongo
 
     def rss_mb(self) -> dict[str, float]:
         return {n: psutil.Process(p.pid).memory_info().rss / 2**20 for n, (p, _) in self.procs.items()}
@@ -439,6 +457,7 @@ def report(r: dict) -> None:
         console.print(f"command -> view lag at {lag['rate']:.0f}/s: p50 {lag['p50_ms']:.1f} ms, p95 {lag['p95_ms']:.1f} ms, "
                       f"p99 {lag['p99_ms']:.1f} ms ({lag['failures']} failures); projector CPU "
                       f"{_cpu(lag, 'projector-service'):.2f} ms per command")
+    cpu_table(r)
     cu = r.get("catch_up_s", {})
     console.print("projector catch-up before the next phase: " + ", ".join(
         f"{k.replace('_', ' ')} {'%.1f s' % v if v is not None else 'not within the timeout'}" for k, v in cu.items()))
@@ -464,6 +483,27 @@ def report(r: dict) -> None:
     for name, measured, ratio, met, why in goals(r):
         g.add_row(name, measured, ratio, "[green]yes[/]" if met else "[red]no[/]", "" if met else why)
     console.print(g)
+
+
+CPU_COLUMNS = ("command-service", "projector-service", "query-service", "rabbitmq", "postgresql", "mongodb")
+
+
+def cpu_table(r: dict) -> None:
+    """Where the 2 cores went in each phase: CPU ms per request of each process (the bench
+    client's own share is not counted), their sum, and the rate that sum allows on this
+    machine's cores if nothing else ran."""
+    t = Table(title="CPU per request (ms, user + system) by process")
+    for col in ("phase", *CPU_COLUMNS, "sum", f"ceiling on {os.cpu_count()} cores"):
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    phases = [(f"PlaceOrder c={c}", r["place_order"][c]) for c in ("1", "16", "64") if "place_order" in r]
+    phases += [("lag at 200/s", r["lag"])] if "lag" in r else []
+    phases += [(f"GetOrderDetails c={c}", r["query"][c]) for c in ("1", "64") if "query" in r]
+    for name, m in phases:
+        cpu = m.get("service_cpu_ms_per_request", {})
+        total = sum(cpu.get(k, 0.0) for k in CPU_COLUMNS)
+        t.add_row(name, *(f"{cpu.get(k, float('nan')):.2f}" for k in CPU_COLUMNS), f"{total:.2f}",
+                  f"{1000 * (os.cpu_count() or 1) / total:,.0f}/s" if total else "")
+    console.print(t)
 
 
 def chart(r: dict, path: Path) -> None:

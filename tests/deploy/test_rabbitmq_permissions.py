@@ -151,3 +151,18 @@ def test_spoofed_user_id_is_refused(env: Env) -> None:
     assert can_publish(env, "command-service", T.EVENTS_EXCHANGE, user_id=user)
     assert not can_publish(env, "command-service", T.EVENTS_EXCHANGE, user_id=env.users["query-service"][0])
     assert not can_publish(env, "command-service", T.EVENTS_EXCHANGE, user_id="guest")
+
+
+def test_the_query_service_user_can_subscribe_to_watermark_notifications(env: Env) -> None:
+    """What query_service.adapters.amqp.subscribe_watermarks does, as the query-service user."""
+    conn = env.connect("query-service")
+    try:
+        ch = conn.channel()
+        name = T.WATERMARK_QUEUE_PREFIX + "host-1"
+        ch.queue_declare(name, durable=False, exclusive=True, auto_delete=True,
+                         arguments={"x-max-length": 100, "x-overflow": "drop-head"})
+        ch.queue_bind(name, T.INTERNAL_EXCHANGE, routing_key=T.WATERMARK_ROUTING_KEY)
+        ch.basic_consume(name, lambda *a: None, auto_ack=True)
+    finally:
+        conn.close()
+    assert can_publish(env, "projector-service", T.INTERNAL_EXCHANGE, routing_key=T.WATERMARK_ROUTING_KEY)

@@ -48,3 +48,32 @@ def test_no_exporter_by_default_installs_nothing(monkeypatch):
     assert tracing.configure("unit") is False
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert tracing.configure("unit") is False
+
+
+async def test_the_live_sets_watermark_is_announced_after_it_is_written_and_others_are_not():
+    from projector_service.adapters.progress import ObservedViewStore
+
+    class Store:
+        def __init__(self, name: str, value: int) -> None:
+            self.name, self.value, self.written = name, value, False
+
+        async def advance_watermark(self) -> int:
+            self.written = True
+            return self.value
+
+    announced = []
+    live = {"name": "r2"}
+
+    async def announce(view_set: str, position: int) -> None:
+        assert stores[view_set].written  # only after the watermark document was written
+        announced.append((view_set, position))
+
+    stores = {"r2": Store("r2", 40), "r3": Store("r3", 12)}
+    progress = ProjectionProgress(views=("unit-view-2",))
+    observed = {n: ObservedViewStore(s, progress, when=lambda s=s: s.name == live["name"], announce=announce)
+                for n, s in stores.items()}
+    assert await observed["r2"].advance_watermark() == 40
+    assert await observed["r3"].advance_watermark() == 12  # the set being built: not announced
+    live["name"] = "r3"
+    await observed["r3"].advance_watermark()
+    assert announced == [("r2", 40), ("r3", 12)]

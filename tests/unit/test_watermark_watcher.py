@@ -54,3 +54,44 @@ async def test_waiters_are_released_when_the_watermark_reaches_them():
     assert await waiting == [5, 5]
     assert await watcher.wait_for(6, 0.05) is None  # never reached: times out
     await watcher.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_notifications_keep_the_highest_watermark_per_set_while_fresh():
+    from query_service.application.watermark import Notifications
+
+    clock = Clock()
+    n = Notifications(fresh_s=2.0, clock=clock)
+    assert n.fresh("") is None and not n.arriving()
+    n.note("", 7)
+    n.note("", 5)  # an older announcement (another replica, a heartbeat) never lowers it
+    n.note("r2", 3)
+    assert (n.fresh(""), n.fresh("r2"), n.fresh("r3")) == (7, 3, None)
+    clock.now += 1.5
+    n.note("r2", 4)
+    clock.now += 1.0  # "" last heard 2.5 s ago: stale, read the database instead
+    assert (n.fresh(""), n.fresh("r2")) == (None, 4) and n.arriving()
+    clock.now += 2.5
+    assert n.fresh("r2") is None and not n.arriving()
+
+
+async def test_a_poke_wakes_the_waiters_without_waiting_for_the_next_poll():
+    """With notifications arriving the poller checks only every `notified_interval` (here far
+    longer than the test's bound): the waiter is released by the poke, not by a poll."""
+    source = SlowWatermark()
+    watcher = WatermarkWatcher(source, interval=0.001, notified=lambda: True, notified_interval=60)
+    waiting = asyncio.ensure_future(watcher.wait_for(5, 30))
+    await asyncio.sleep(0.05)
+    reads = source.reads
+    source.value = 5
+    watcher.poke()
+    assert await asyncio.wait_for(waiting, 10) == 5
+    assert source.reads == reads + 1
+    await watcher.close()

@@ -140,6 +140,18 @@ REBUILD_REQUEST_QUEUE = ConsumedQueue(
     routing_keys=(REBUILD_REQUEST_ROUTING_KEY,),
     retry_delays_ms=(),
 )
+# Watermark notifications: after each advance of the live views' watermark (and as a
+# heartbeat every WATERMARK_HEARTBEAT_S) a projector publishes {"views": <set>, "watermark": N}
+# to cqrs.internal with this routing key, transient and unconfirmed. Each query-service
+# process binds a queue of its own (exclusive, auto-delete, named WATERMARK_QUEUE_PREFIX +
+# instance): queries that wait for a minPosition are woken at once instead of polling MongoDB,
+# and while notifications arrive the query path reads no watermark document at all. A lost
+# notification costs at most a heartbeat; none for WATERMARK_FRESH_S and the query service
+# reads MongoDB again (docs/architecture.md, "Watermark notifications").
+WATERMARK_ROUTING_KEY = "projector.watermark"
+WATERMARK_QUEUE_PREFIX = "query-service.watermark."
+WATERMARK_HEARTBEAT_S = 0.5
+WATERMARK_FRESH_S = 2.0
 # queues that replays may be sent to (a replay request cannot target arbitrary queues)
 REPLAY_TARGETS = (PROJECTOR_QUEUE.name, REBUILD_QUEUE.name)
 

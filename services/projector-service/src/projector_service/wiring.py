@@ -15,6 +15,7 @@ from projector_service.adapters.mongo import (
 )
 from projector_service.adapters.progress import ObservedViewStore, ProjectionProgress
 from projector_service.adapters.rebuild_requests import RebuildRequests
+from projector_service.adapters.watermark import WatermarkAnnouncer
 from projector_service.application.projector import Projector
 from projector_service.application.rebuild import Progress, RebuildResult, Rebuilder
 from projector_service.config import ProjectorSettings
@@ -27,6 +28,7 @@ class ProjectorApp:
     consumer: Any
     health: HealthServer | None = None
     rebuilds: RebuildRequests | None = None
+    announcer: WatermarkAnnouncer | None = None
 
     async def stop(self) -> None:
         if self.health is not None:
@@ -34,6 +36,8 @@ class ProjectorApp:
         if self.rebuilds is not None:  # a rebuild still running abandons its set
             await self.rebuilds.stop()
         await self.consumer.stop()
+        if self.announcer is not None:
+            await self.announcer.stop()
         await self.connection.close()
         self.mongo.close()
 
@@ -45,8 +49,11 @@ async def build(settings: ProjectorSettings, *, rebuild_options: dict[str, Any] 
     await ensure_indexes(db, live)
     connection = await connect_amqp(settings.amqp_url)
     progress = ProjectionProgress()
+    announcer = WatermarkAnnouncer(connection)
+    await announcer.start()
     sets: MongoViewSets = MongoViewSets(
-        db, wrap=lambda store: ObservedViewStore(store, progress, when=lambda: store.name == sets.live_name))
+        db, wrap=lambda store: ObservedViewStore(store, progress, when=lambda: store.name == sets.live_name,
+                                                 announce=announcer.announce))
     await sets.targets()  # reads the pointer: which set is live
     await sets.store(live).advance_watermark()  # the metrics start from the stored watermark
     projector = Projector(sets, out_of_order_wait_s=settings.out_of_order_wait_ms / 1000)
@@ -64,7 +71,7 @@ async def build(settings: ProjectorSettings, *, rebuild_options: dict[str, Any] 
                                                  "mongo": lambda: mongo_ready(mongo)})
     if settings.health_port >= 0:
         await health.start()
-    return ProjectorApp(connection, mongo, consumer, health if settings.health_port >= 0 else None, rebuilds)
+    return ProjectorApp(connection, mongo, consumer, health if settings.health_port >= 0 else None, rebuilds, announcer)
 
 
 async def rebuild(settings: ProjectorSettings, on_progress: Callable[[Progress], None] | None = None,

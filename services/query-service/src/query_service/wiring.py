@@ -8,10 +8,10 @@ from typing import Any
 from cqrs_shared.health import HealthServer
 from cqrs_shared.messaging.connection import is_connected
 
-from query_service.adapters.amqp import connect_amqp, make_consumer
+from query_service.adapters.amqp import connect_amqp, make_consumer, subscribe_watermarks
 from query_service.adapters.mongo import MongoViewReader, connect_mongo, mongo_ready
 from query_service.application.service import QueryService
-from query_service.application.watermark import WatermarkWatcher
+from query_service.application.watermark import Notifications, WatermarkWatcher
 from query_service.config import QuerySettings
 
 
@@ -34,9 +34,12 @@ class QueryApp:
 
 async def build(settings: QuerySettings) -> QueryApp:
     mongo = connect_mongo(settings.mongo_url)
-    reader = MongoViewReader(mongo[settings.mongo_db])
-    watcher = WatermarkWatcher(reader.watermark, interval=settings.watermark_poll_ms / 1000)
+    notifications = Notifications()
+    reader = MongoViewReader(mongo[settings.mongo_db], notifications=notifications)
+    watcher = WatermarkWatcher(reader.watermark, interval=settings.watermark_poll_ms / 1000,
+                               notified=notifications.arriving)
     connection = await connect_amqp(settings.amqp_url)
+    await subscribe_watermarks(connection, settings.instance, notifications, watcher.poke)
     reply_channel = await connection.channel()
     consumer = make_consumer(connection, reply_channel, QueryService(reader, watcher),
                              prefetch=settings.prefetch)

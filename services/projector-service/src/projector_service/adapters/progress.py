@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import time
 from datetime import datetime, timezone
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cqrs_shared import metrics
@@ -68,14 +68,17 @@ class ProjectionProgress:
 
 
 class ObservedViewStore:
-    """The view store with its watermark reported to `progress` (every other call passes
-    through unchanged). `when`: report only while it says so (the live set: while a rebuild
-    runs, the projector also writes the set being built)."""
+    """The view store with its watermark reported to `progress` and, when given, to
+    `announce(set name, watermark)` (the watermark notifications to the query services); every
+    other call passes through unchanged. `when`: report only while it says so (the live set:
+    while a rebuild runs, the projector also writes the set being built)."""
 
-    def __init__(self, store: Any, progress: ProjectionProgress, when: Callable[[], bool] | None = None) -> None:
+    def __init__(self, store: Any, progress: ProjectionProgress, when: Callable[[], bool] | None = None,
+                 announce: Callable[[str, int], Awaitable[None]] | None = None) -> None:
         self._store = store
         self._progress = progress
         self._when = when
+        self._announce = announce
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -84,4 +87,6 @@ class ObservedViewStore:
         watermark = await self._store.advance_watermark()
         if self._when is None or self._when():
             self._progress.advanced(watermark)
+            if self._announce is not None:
+                await self._announce(self._store.name, watermark)
         return watermark

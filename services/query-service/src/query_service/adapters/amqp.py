@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from cqrs_shared import logs, metrics
 from cqrs_shared.contracts.errors import INTERNAL_ERROR, error_body
 from cqrs_shared.messaging.consumer import QueueConsumer, original_routing_key
 from cqrs_shared.messaging.rpc import send_reply
-from cqrs_shared.topology import QUERY_QUEUE, QUERY_TYPES
+from cqrs_shared.messaging.topology import declare_exchanges
+from cqrs_shared.topology import (
+    INTERNAL_EXCHANGE, QUERY_QUEUE, QUERY_TYPES, WATERMARK_QUEUE_PREFIX, WATERMARK_ROUTING_KEY,
+)
+from cqrs_shared.viewsets import is_set_name
 
 from query_service.application.service import QueryService
+from query_service.application.watermark import Notifications
 
 log = logging.getLogger(__name__)
 SERVICE = "query-service"
@@ -74,6 +81,36 @@ def make_consumer(connection: AbstractRobustConnection, reply_channel: AbstractC
 
     return QueueConsumer(connection, QUERY_QUEUE, handler, service=SERVICE,
                          prefetch=prefetch, on_give_up=on_give_up)
+
+
+async def subscribe_watermarks(connection: AbstractRobustConnection, instance: str, notifications: Notifications,
+                               poke: Callable[[], None]) -> AbstractQueue:
+    """This process's queue of the projectors' watermark notifications (exclusive: it goes with
+    the connection; bounded: a stalled process keeps only the newest), consumed without acks
+    (losing one only delays the next). Each notification is noted and wakes the waiters."""
+    channel = await connection.channel()
+    await declare_exchanges(channel)
+    name = WATERMARK_QUEUE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "-", instance)[:200]
+    queue = await channel.declare_queue(name, durable=False, exclusive=True, auto_delete=True,
+                                        arguments={"x-max-length": 100, "x-overflow": "drop-head"})
+    await queue.bind(INTERNAL_EXCHANGE, routing_key=WATERMARK_ROUTING_KEY)
+
+    async def on_notification(message: AbstractIncomingMessage) -> None:
+        try:
+            raw = json.loads(message.body)
+            view_set, position = raw["views"], raw["watermark"]
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError):
+            log.warning("ignored a malformed watermark notification")
+            return
+        if not (isinstance(view_set, str) and is_set_name(view_set)
+                and isinstance(position, int) and not isinstance(position, bool) and position >= 0):
+            log.warning("ignored a malformed watermark notification")
+            return
+        notifications.note(view_set, position)
+        poke()
+
+    await queue.consume(on_notification, no_ack=True)
+    return queue
 
 
 async def connect_amqp(url: str) -> Any:

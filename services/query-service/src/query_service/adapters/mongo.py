@@ -6,6 +6,7 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from query_service.application.watermark import Notifications
 from cqrs_shared.viewsets import POINTER_ID, POINTER_TTL_S, STATE, collection, live_set, watermark_id
 
 NEWEST_FIRST = [("placedAt", -1), ("id", 1)]
@@ -18,8 +19,10 @@ class MongoViewReader:
     complete set: the previous set is written for a grace period after the switch and dropped
     only by the next rebuild (docs/architecture.md, "Rebuilding the views")."""
 
-    def __init__(self, db: AsyncIOMotorDatabase, pointer_ttl: float = POINTER_TTL_S) -> None:
+    def __init__(self, db: AsyncIOMotorDatabase, pointer_ttl: float = POINTER_TTL_S,
+                 notifications: Notifications | None = None) -> None:
         self._db = db
+        self._notifications = notifications
         self._state = db[STATE]
         self._ttl = pointer_ttl
         self._set = ""
@@ -61,7 +64,14 @@ class MongoViewReader:
         return await (await self._coll("products")).find_one({"_id": product_id})
 
     async def watermark(self) -> int:
-        doc = await self._state.find_one({"_id": watermark_id(await self._live())})
+        """The live set's watermark: as announced by the projectors while their notifications
+        arrive (no round trip), else the stored document."""
+        live = await self._live()
+        if self._notifications is not None:
+            announced = self._notifications.fresh(live)
+            if announced is not None:
+                return announced
+        doc = await self._state.find_one({"_id": watermark_id(live)})
         return int(doc["position"]) if doc and doc.get("position") is not None else 0
 
 
