@@ -10,6 +10,8 @@ class CommandSettings(CommonSettings):
 
     pg_pool_min: int = 2
     pg_pool_max: int = 10
+    # group commit: at most this many commands in one transaction (1: each in its own)
+    command_group_max: int = 32
     relay_enabled: bool = True
     relay_batch: int = 500
     relay_poll_seconds: float = 1.0

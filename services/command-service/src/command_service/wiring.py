@@ -43,7 +43,7 @@ class App:
         s = self.settings
         pool = await create_pool(s.postgres_dsn, s.pg_pool_min, s.pg_pool_max)
         connection = await connect(s.amqp_url, name=f"command-service {s.instance}")
-        service = CommandService(store=PgCommandStore(pool))
+        service = CommandService(store=PgCommandStore(pool), group_max=s.command_group_max)
         consumer = command_consumer(connection, service, prefetch=s.prefetch)
         relay = OutboxRelay(dsn=s.postgres_dsn, amqp=connection, batch=s.relay_batch,
                             poll_seconds=s.relay_poll_seconds, crash_after_publish=s.relay_crash_after_publish)

@@ -243,6 +243,13 @@ class PgCommandStore:
                     return await work(PgTx(conn))
         raise AssertionError("unreachable")
 
+    async def in_one_transaction(self, works: list[Callable[[Tx], Awaitable[Any]]]) -> list[Any]:
+        """Runs the works one after the other in one transaction (group commit): each sees the
+        effects of those before it. No retry here: on any exception the transaction rolls
+        back and the exception propagates (the caller runs the works one by one instead)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return [await work(PgTx(conn)) for work in works]
+
     async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any],
                          request: dict[str, Any] | None) -> dict[str, Any]:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -52,6 +52,10 @@ class CommandStore(Protocol):
     async def in_transaction(self, work: Callable[[Tx], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """Runs `work` in one transaction, retrying on deadlocks and serialization failures."""
         ...
+    async def in_one_transaction(self, works: list[Callable[[Tx], Awaitable[Any]]]) -> list[Any]:
+        """Runs the works in order in one transaction (each sees the effects of those before
+        it) and returns their results; on any exception rolls back and re-raises (no retry)."""
+        ...
     async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any],
                          request: dict[str, Any] | None) -> dict[str, Any]:
         """Stores the reply unless one exists, and audits `request` with the reply it gets,

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from command_service.application.group_commit import GroupCommit
 from command_service.application.ports import CommandStore, ReplyExists, Tx
 from command_service.domain import model
 from command_service.domain.model import Actor, Customer, DomainError, NewEvent, Product
@@ -79,8 +80,11 @@ def _decode(body: bytes) -> dict[str, Any] | None:
 
 
 class CommandService:
-    def __init__(self, *, store: CommandStore) -> None:
+    def __init__(self, *, store: CommandStore, group_max: int = 32) -> None:
+        """group_max: at most this many commands in one group transaction (GroupCommit);
+        1 runs every command in a transaction of its own."""
         self._store = store
+        self.group = GroupCommit(store, group_max) if group_max > 1 else None
         self._handlers: dict[str, Callable[[CommandEnvelope, Any, Actor, Tx], Awaitable[tuple[list[NewEvent], Callable[[Tx], None]]]]] = {
             "RegisterCustomer": self._register_customer,
             "AddProduct": self._add_product,
@@ -138,6 +142,8 @@ class CommandService:
             return reply
 
         try:
+            if self.group is not None:
+                return await self.group.run(work), True
             return await self._store.in_transaction(work), True
         except ReplyExists:
             return await self._store.stored_reply(command_id), False  # seen before, or a concurrent twin won
