@@ -16,7 +16,17 @@ from cqrs_shared import tracing
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
+
+class WriteConflict(Exception):
+    """A concurrent transaction created the aggregate this command creates (its existence was
+    read before that one committed): the command runs again and is rejected as a duplicate."""
+
+
+# the keys of the aggregates a command creates after reading that they do not exist (the
+# events' unique (aggregate_type, aggregate_id, version) may be the first one hit)
+_CREATED_KEYS = {"orders_pkey", "customers_pkey", "products_pkey", "events_aggregate_type_aggregate_id_version_key"}
+RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError, WriteConflict)
 
 
 async def _init(conn: asyncpg.Connection) -> None:
@@ -98,9 +108,10 @@ class PgTx(Tx):
 
     async def customer(self, customer_id: str, *, lock: bool = False) -> Customer | None:
         row = await self.conn.fetchrow(
-            "SELECT id, name, email, credit_limit_cents, version FROM customers WHERE id = $1"
+            "SELECT id, name, email, credit_limit_cents, version, open_cents FROM customers WHERE id = $1"
             + (" FOR UPDATE" if lock else ""), customer_id)
-        return Customer(row["id"], row["name"], row["email"], row["credit_limit_cents"], row["version"]) if row else None
+        return Customer(row["id"], row["name"], row["email"], row["credit_limit_cents"], row["version"],
+                        row["open_cents"]) if row else None
 
     async def customer_exists(self, customer_id: str) -> bool:
         return bool(await self.conn.fetchval("SELECT 1 FROM customers WHERE id = $1", customer_id))
@@ -114,30 +125,35 @@ class PgTx(Tx):
     async def product_exists(self, product_id: str) -> bool:
         return bool(await self.conn.fetchval("SELECT 1 FROM products WHERE id = $1", product_id))
 
-    async def customer_and_products(self, customer_id: str,
-                                    product_ids: list[str]) -> tuple[Customer | None, dict[str, Product]]:
-        # the Append scans `c` before `p`: the customer is locked first, then the products in id order
+    async def customer_and_products(self, customer_id: str, product_ids: list[str],
+                                    order_id: str | None = None) -> tuple[Customer | None, dict[str, Product], bool]:
+        # The Append scans `c` before `p`: the customer is locked first, then the products in
+        # id order. FOR UPDATE returns the newest committed version of each locked row, so the
+        # customer's open_cents (kept by a trigger on orders) includes every committed order,
+        # whatever this statement's snapshot. The order's existence is read with the
+        # statement's snapshot: an order of that id committed since fails the insert, and
+        # the command is run again (WriteConflict).
         rows = await self.conn.fetch(
-            "WITH c AS (SELECT id, name, email, credit_limit_cents, version FROM customers WHERE id = $1 FOR UPDATE), "
+            "WITH c AS (SELECT id, name, email, credit_limit_cents, open_cents, version FROM customers "
+            "           WHERE id = $1 FOR UPDATE), "
             "p AS (SELECT id, name, price_cents, stock, version FROM products WHERE id = ANY($2::text[]) "
             "      ORDER BY id FOR UPDATE) "
-            "SELECT true AS is_customer, id, name, email, credit_limit_cents AS cents, NULL::int AS stock, version FROM c "
-            "UNION ALL SELECT false, id, name, NULL, price_cents, stock, version FROM p", customer_id, product_ids)
+            "SELECT 0 AS kind, id, name, email, credit_limit_cents AS cents, open_cents AS open, NULL::int AS stock, "
+            "       version FROM c "
+            "UNION ALL SELECT 1, id, name, NULL, price_cents, NULL, stock, version FROM p "
+            "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM orders WHERE id = $3",
+            customer_id, product_ids, order_id)
         customer = None
         products: dict[str, Product] = {}
+        order_exists = False
         for r in rows:
-            if r["is_customer"]:
-                customer = Customer(r["id"], r["name"], r["email"], r["cents"], r["version"])
-            else:
+            if r["kind"] == 0:
+                customer = Customer(r["id"], r["name"], r["email"], r["cents"], r["version"], r["open"])
+            elif r["kind"] == 1:
                 products[r["id"]] = Product(r["id"], r["name"], r["cents"], r["stock"], r["version"])
-        return customer, products
-
-    async def order_exists_and_open_amount(self, order_id: str, customer_id: str) -> tuple[bool, int]:
-        row = await self.conn.fetchrow(
-            "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1) AS exists, "
-            "(SELECT coalesce(sum(total_cents), 0)::bigint FROM orders "
-            " WHERE customer_id = $2 AND status IN ('placed', 'shipped')) AS open", order_id, customer_id)
-        return row["exists"], row["open"]
+            else:
+                order_exists = True
+        return customer, products, order_exists
 
     async def order(self, order_id: str, *, lock: bool = False) -> Order | None:
         row = await self.conn.fetchrow(
@@ -223,6 +239,8 @@ class PgTx(Tx):
         except asyncpg.exceptions.UniqueViolationError as exc:
             if exc.constraint_name == "command_replies_pkey":
                 raise ReplyExists(command_id) from None
+            if exc.constraint_name in _CREATED_KEYS:
+                raise WriteConflict(exc.constraint_name) from exc
             raise
 
 

@@ -232,7 +232,7 @@ class CommandService:
         model.authorize_self_service(actor)
         order_id = data.orderId or str(uuid.uuid4())
         ids = [i.productId for i in data.items]
-        customer, products = await tx.customer_and_products(data.customerId, ids)
+        customer, products, exists = await tx.customer_and_products(data.customerId, ids, order_id)
         if customer is None:
             raise DomainError("not_found", f"customer {data.customerId} not found",
                               [{"field": "data.customerId", "message": "not found"}])
@@ -241,10 +241,9 @@ class CommandService:
         if missing:
             raise DomainError("not_found", "; ".join(m["message"] for m in missing), missing)
         model.authorize_owner(actor, customer.id)
-        exists, open_amount = await tx.order_exists_and_open_amount(order_id, customer.id)
         order, event = model.place_order(
             order_id, customer, products, [(i.productId, i.quantity) for i in data.items],
-            data.shippingAddress.model_dump(), open_amount, exists=exists)
+            data.shippingAddress.model_dump(), customer.open_cents, exists=exists)
 
         def persist(tx: Tx) -> None:
             tx.insert_order(order)
@@ -277,7 +276,9 @@ class CommandService:
         model.check_expected_version(cmd.expectedVersion, order.version, f"order {order.id}")
         products: dict[str, Product] = {}
         if cmd.commandType == "CancelOrder" and order.status == "placed":
-            products = await tx.products([ln.product_id for ln in order.lines], lock=True)
+            # the customer before the products, as PlaceOrder locks them: the trigger on
+            # orders changes the customer's open amount when this cancel is written
+            _, products, _ = await tx.customer_and_products(order.customer_id, [ln.product_id for ln in order.lines])
         extra = data.model_dump(exclude={"orderId"})
         event = model.transition(order, cmd.commandType, extra, products)
 

@@ -38,6 +38,7 @@ class Customer:
     email: str
     credit_limit_cents: int
     version: int = 0
+    open_cents: int = 0  # sum of the customer's placed and shipped orders (as stored)
 
 
 @dataclass
