@@ -141,3 +141,29 @@ async def test_group_max_one_runs_each_command_in_its_own_transaction(pg_dsn):
         assert await _transactions_of(pool, [r["position"] for r in replies]) == 5
     finally:
         await pool.close()
+
+
+async def test_a_mixed_group_reads_the_database_and_sees_each_change(svc):
+    run = uuid.uuid4().hex[:8]
+    await _setup(svc, run, stock=1)
+    replies = await asyncio.gather(_send(svc, "PlaceOrder", _order(run)),
+                                   _send(svc, "RestockProduct", {"productId": f"p-{run}", "quantity": 5}),
+                                   _send(svc, "PlaceOrder", _order(run, qty=3)),
+                                   _send(svc, "PlaceOrder", _order(run, qty=3)))
+    assert [r["status"] for r in replies] == ["accepted", "accepted", "accepted", "rejected"]
+    assert replies[3]["error"]["code"] == "insufficient_stock"
+    assert await _transactions_of(svc.pool, [r["position"] for r in replies[:3]]) == 1
+    assert await svc.pool.fetchval("SELECT stock FROM products WHERE id = $1", f"p-{run}") == 2
+
+
+async def test_an_order_id_twice_in_one_group_is_accepted_once_then_a_duplicate(svc):
+    run = uuid.uuid4().hex[:8]
+    await _setup(svc, run, stock=10)
+    replies = await asyncio.gather(*(_send(svc, "PlaceOrder", {**_order(run), "orderId": f"o-{run}"}) for _ in range(3)),
+                                   _send(svc, "PlaceOrder", _order(run)))
+    assert [r["status"] for r in replies] == ["accepted", "rejected", "rejected", "accepted"]
+    assert {r["error"]["code"] for r in replies[1:3]} == {"duplicate"}
+    assert await _transactions_of(svc.pool, [replies[0]["position"], replies[3]["position"]]) == 1
+    assert svc.group.fallbacks == 0
+    assert await svc.pool.fetchval("SELECT stock FROM products WHERE id = $1", f"p-{run}") == 8
+    assert await svc.pool.fetchval("SELECT open_cents FROM customers WHERE id = $1", f"c-{run}") == 2000

@@ -99,10 +99,67 @@ class _Append:
         return f"WITH {ctes}\nSELECT value FROM c"
 
 
+_PLACE_ORDER_READ = (
+    # The Append scans `c` before `p` and `o`: the customers are locked first, then the
+    # products, each in id order (one command's ids, or a whole group's).
+    "WITH c AS (SELECT id, name, email, credit_limit_cents, open_cents, version FROM customers "
+    "           WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE), "
+    "p AS (SELECT id, name, price_cents, stock, version FROM products WHERE id = ANY($2::text[]) "
+    "      ORDER BY id FOR UPDATE) "
+    "SELECT 0 AS kind, id, name, email, credit_limit_cents AS cents, open_cents AS open, NULL::int AS stock, "
+    "       version FROM c "
+    "UNION ALL SELECT 1, id, name, NULL, price_cents, NULL, stock, version FROM p "
+    "UNION ALL SELECT 2, id, NULL, NULL, NULL, NULL, NULL, NULL FROM orders WHERE id = ANY($3::text[])")
+
+
+async def _place_order_rows(conn: asyncpg.Connection, customer_ids: list[str], product_ids: list[str],
+                            order_ids: list[str]) -> tuple[dict[str, Customer], dict[str, Product], set[str]]:
+    """The customers and products, locked, and which of the orders exist, in one round trip.
+    FOR UPDATE returns the newest committed version of each locked row, so a customer's
+    open_cents (kept by a trigger on orders) includes every committed order, whatever this
+    statement's snapshot. The orders' existence is read with the statement's snapshot: an
+    order of that id committed since fails the insert, and the command runs again
+    (WriteConflict)."""
+    customers: dict[str, Customer] = {}
+    products: dict[str, Product] = {}
+    orders: set[str] = set()
+    for r in await conn.fetch(_PLACE_ORDER_READ, customer_ids, product_ids, order_ids):
+        if r["kind"] == 0:
+            customers[r["id"]] = Customer(r["id"], r["name"], r["email"], r["cents"], r["version"], r["open"])
+        elif r["kind"] == 1:
+            products[r["id"]] = Product(r["id"], r["name"], r["cents"], r["stock"], r["version"])
+        else:
+            orders.add(r["id"])
+    return customers, products, orders
+
+
+class _GroupRows:
+    """What a group of PlaceOrders locked up front, in one statement (customers, then
+    products, each in id order, so groups and single commands lock in one global order).
+    The group's commands read these objects instead of the database and keep them up to
+    date: the domain lowers the products' stock in place, insert_order adds the order to
+    its customer's open amount (as the trigger does in the database) and to `orders`. No
+    other transaction can change the locked rows before the group commits; only PlaceOrders
+    run in such a group, so nothing else changes them."""
+
+    def __init__(self, asked_customers: set[str], asked_products: set[str], customers: dict[str, Customer],
+                 products: dict[str, Product], orders: set[str]) -> None:
+        self.asked_customers, self.asked_products = asked_customers, asked_products
+        self.customers, self.products, self.orders = customers, products, orders
+
+    @classmethod
+    async def read(cls, conn: asyncpg.Connection, prefetch: list[tuple[str, list[str], str | None]]) -> _GroupRows:
+        cids = sorted({c for c, _, _ in prefetch})
+        pids = sorted({p for _, ps, _ in prefetch for p in ps})
+        customers, products, orders = await _place_order_rows(conn, cids, pids, [o for _, _, o in prefetch if o])
+        return cls(set(cids), set(pids), customers, products, orders)
+
+
 class PgTx(Tx):
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, group: _GroupRows | None = None) -> None:
         self.conn = conn
         self._writes = _Append()
+        self._group = group
 
     # -- reads (at once) -------------------------------------------------------------------
 
@@ -127,33 +184,13 @@ class PgTx(Tx):
 
     async def customer_and_products(self, customer_id: str, product_ids: list[str],
                                     order_id: str | None = None) -> tuple[Customer | None, dict[str, Product], bool]:
-        # The Append scans `c` before `p`: the customer is locked first, then the products in
-        # id order. FOR UPDATE returns the newest committed version of each locked row, so the
-        # customer's open_cents (kept by a trigger on orders) includes every committed order,
-        # whatever this statement's snapshot. The order's existence is read with the
-        # statement's snapshot: an order of that id committed since fails the insert, and
-        # the command is run again (WriteConflict).
-        rows = await self.conn.fetch(
-            "WITH c AS (SELECT id, name, email, credit_limit_cents, open_cents, version FROM customers "
-            "           WHERE id = $1 FOR UPDATE), "
-            "p AS (SELECT id, name, price_cents, stock, version FROM products WHERE id = ANY($2::text[]) "
-            "      ORDER BY id FOR UPDATE) "
-            "SELECT 0 AS kind, id, name, email, credit_limit_cents AS cents, open_cents AS open, NULL::int AS stock, "
-            "       version FROM c "
-            "UNION ALL SELECT 1, id, name, NULL, price_cents, NULL, stock, version FROM p "
-            "UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM orders WHERE id = $3",
-            customer_id, product_ids, order_id)
-        customer = None
-        products: dict[str, Product] = {}
-        order_exists = False
-        for r in rows:
-            if r["kind"] == 0:
-                customer = Customer(r["id"], r["name"], r["email"], r["cents"], r["version"], r["open"])
-            elif r["kind"] == 1:
-                products[r["id"]] = Product(r["id"], r["name"], r["cents"], r["stock"], r["version"])
-            else:
-                order_exists = True
-        return customer, products, order_exists
+        g = self._group
+        if g is not None and customer_id in g.asked_customers and g.asked_products.issuperset(product_ids):
+            return (g.customers.get(customer_id), {p: g.products[p] for p in product_ids if p in g.products},
+                    order_id in g.orders)
+        customers, products, orders = await _place_order_rows(self.conn, [customer_id], product_ids,
+                                                               [order_id] if order_id else [])
+        return customers.get(customer_id), products, bool(orders)
 
     async def order(self, order_id: str, *, lock: bool = False) -> Order | None:
         row = await self.conn.fetchrow(
@@ -199,6 +236,10 @@ class PgTx(Tx):
                             f"{w.arg([p.stock for p in products], 'int[]')}) AS u(id, stock) WHERE p.id = u.id")
 
     def insert_order(self, o: Order) -> None:
+        if self._group is not None:
+            self._group.orders.add(o.id)
+            if (customer := self._group.customers.get(o.customer_id)) is not None:
+                customer.open_cents += o.total_cents  # as the trigger on orders does
         w = self._writes
         w.write("orders", "INSERT INTO orders (id, customer_id, status, total_cents, shipping_address, "
                           "tracking_number, version, placed_at, updated_at) "
@@ -261,12 +302,16 @@ class PgCommandStore:
                     return await work(PgTx(conn))
         raise AssertionError("unreachable")
 
-    async def in_one_transaction(self, works: list[Callable[[Tx], Awaitable[Any]]]) -> list[Any]:
+    async def in_one_transaction(self, works: list[Callable[[Tx], Awaitable[Any]]],
+                                 prefetch: list[tuple[str, list[str], str | None]] | None = None) -> list[Any]:
         """Runs the works one after the other in one transaction (group commit): each sees the
         effects of those before it. No retry here: on any exception the transaction rolls
-        back and the exception propagates (the caller runs the works one by one instead)."""
+        back and the exception propagates (the caller runs the works one by one instead).
+        `prefetch` (only when every work is a PlaceOrder): the (customer id, product ids,
+        order id) of each; their rows are locked and read in one statement first (_GroupRows)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            return [await work(PgTx(conn)) for work in works]
+            group = await _GroupRows.read(conn, prefetch) if prefetch else None
+            return [await work(PgTx(conn, group)) for work in works]
 
     async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any],
                          request: dict[str, Any] | None) -> dict[str, Any]:

@@ -16,6 +16,11 @@ the next one (one BEGIN/COMMIT and one position counter lock window for the whol
   counter's row lock is held until the group commits, so positions stay gap-free and in
   commit order.
 - Each command runs in its caller's context (log fields, the trace continued by the relay).
+- A group made of PlaceOrders only (each submitted with its `prefetch` key: customer id,
+  product ids, order id) locks and reads all their customers and products in one statement
+  first, customers then products in id order (the order a single PlaceOrder locks in, so
+  groups and single commands never deadlock each other), and its commands read those rows
+  instead of the database (CommandStore.in_one_transaction).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from command_service.domain.model import DomainError
 log = logging.getLogger("command_service")
 
 Work = Callable[[Tx], Awaitable[dict[str, Any]]]
+Prefetch = tuple[str, list[str], str | None]
 
 
 class _Rejected:
@@ -48,16 +54,17 @@ class GroupCommit:
     def __init__(self, store: CommandStore, max_group: int = 32) -> None:
         self._store = store
         self._max = max_group
-        self._pending: list[tuple[Work, contextvars.Context, asyncio.Future]] = []
+        self._pending: list[tuple[Work, Prefetch | None, contextvars.Context, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
         self.groups = 0  # transactions run, and commands in them (for tests and metrics)
         self.grouped = 0
         self.fallbacks = 0
 
-    async def run(self, work: Work) -> dict[str, Any]:
-        """The reply of `work`, run in a group transaction; raises its DomainError."""
+    async def run(self, work: Work, prefetch: Prefetch | None = None) -> dict[str, Any]:
+        """The reply of `work`, run in a group transaction; raises its DomainError.
+        `prefetch`: for a PlaceOrder, its (customer id, product ids, order id or None)."""
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending.append((work, contextvars.copy_context(), fut))
+        self._pending.append((work, prefetch, contextvars.copy_context(), fut))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
         outcome = await fut
@@ -68,12 +75,15 @@ class GroupCommit:
         return outcome
 
     async def _drain(self) -> None:
-        group: list[tuple[Work, contextvars.Context, asyncio.Future]] = []
+        group: list[tuple[Work, Prefetch | None, contextvars.Context, asyncio.Future]] = []
         try:
             while self._pending:
                 group, self._pending = self._pending[:self._max], self._pending[self._max:]
+                keys = [key for _, key, _, _ in group]
+                prefetch = keys if all(key is not None for key in keys) else None
                 try:
-                    outcomes = await self._store.in_one_transaction([self._guarded(w, ctx) for w, ctx, _ in group])
+                    outcomes = await self._store.in_one_transaction(
+                        [self._guarded(w, ctx) for w, _, ctx, _ in group], prefetch)
                     self.groups += 1
                     self.grouped += len(group)
                 except Exception as exc:  # noqa: BLE001 - every command is run again on its own
@@ -82,13 +92,13 @@ class GroupCommit:
                         log.info("group of %d commands rolled back (%s); running them one by one",
                                  len(group), type(exc).__name__)
                     outcomes = [_ALONE] * len(group)
-                for (_, _, fut), outcome in zip(group, outcomes):
+                for (_, _, _, fut), outcome in zip(group, outcomes):
                     if not fut.done():
                         fut.set_result(outcome)
                 group = []
         finally:
             # cancelled (shutdown): whoever still waits runs on its own
-            for _, _, fut in group + self._pending:
+            for _, _, _, fut in group + self._pending:
                 if not fut.done():
                     fut.set_result(_ALONE)
             self._pending = []

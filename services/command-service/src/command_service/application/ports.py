@@ -50,9 +50,13 @@ class CommandStore(Protocol):
     async def in_transaction(self, work: Callable[[Tx], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """Runs `work` in one transaction, retrying on deadlocks and serialization failures."""
         ...
-    async def in_one_transaction(self, works: list[Callable[[Tx], Awaitable[Any]]]) -> list[Any]:
+    async def in_one_transaction(self, works: list[Callable[[Tx], Awaitable[Any]]],
+                                 prefetch: list[tuple[str, list[str], str | None]] | None = None) -> list[Any]:
         """Runs the works in order in one transaction (each sees the effects of those before
-        it) and returns their results; on any exception rolls back and re-raises (no retry)."""
+        it) and returns their results; on any exception rolls back and re-raises (no retry).
+        `prefetch`, only when every work is a PlaceOrder: (customer id, product ids, order id)
+        of each, locked and read up front in one statement; their customer_and_products is
+        answered from those rows, kept up to date with the group's own changes."""
         ...
     async def save_reply(self, command_id: str, command_type: str | None, reply: dict[str, Any],
                          request: dict[str, Any] | None) -> dict[str, Any]:

@@ -143,7 +143,9 @@ class CommandService:
 
         try:
             if self.group is not None:
-                return await self.group.run(work), True
+                prefetch = (data.customerId, [i.productId for i in data.items], data.orderId) \
+                    if cmd.commandType == "PlaceOrder" else None
+                return await self.group.run(work, prefetch), True
             return await self._store.in_transaction(work), True
         except ReplyExists:
             return await self._store.stored_reply(command_id), False  # seen before, or a concurrent twin won
