@@ -70,6 +70,8 @@ class App:
             await health.stop()
         remove_refresher()
         await consumer.stop()
+        if service.group is not None:
+            await service.group.idle()
         await replayer.stop()
         await relay.stop()
         await connection.close()

@@ -74,6 +74,11 @@ class GroupCommit:
             raise outcome.error
         return outcome
 
+    async def idle(self) -> None:
+        """Returns once no group transaction is running (at shutdown, before the pool closes)."""
+        while self._task is not None:
+            await asyncio.wait([self._task])
+
     async def _drain(self) -> None:
         group: list[tuple[Work, Prefetch | None, contextvars.Context, asyncio.Future]] = []
         try:
