@@ -37,7 +37,7 @@ ISSUE = {"echo_1": 876, "echo_64": 1760, "nameko_echo_1": 409, "nameko_echo_64":
          "faststream_request_1": 405, "faststream_request_64": 362, "confirmed_publish_256": 5650,
          "pg_tx_64": 2340, "mongo_find_32": 2110}
 PHASES = ("place_order", "lag", "query", "rebuild")
-COMMAND_ROUND_TRIPS = 5  # PostgreSQL round trips of one PlaceOrder (docs/architecture.md, "The path of one command")
+COMMAND_ROUND_TRIPS = 4  # PostgreSQL round trips of a lone PlaceOrder (docs/architecture.md, "The path of one command")
 HISTORY_EVENTS = 100_000  # the rebuild phase replays at least this many events
 
 ROOT = Path(__file__).resolve().parent.parent
