@@ -86,23 +86,29 @@ async def test_concurrent_handlers_share_round_trips(db):
     store = sets.store("")  # the live set (no pointer: the original one), cached by `sets`
     inserts: list[list[int]] = []
     writes: list[int] = []
-    mark_processed, write_orders = store.mark_processed, store.write_orders
+    mark_processed, write_orders, extend = store.mark_processed, store.write_orders, store.extend_watermark
 
     async def counted_mark(positions):
         inserts.append(list(positions))
         await mark_processed(positions)
 
+    async def counted_extend(expected, upto):
+        watermark = await extend(expected, upto)
+        if watermark is not None:  # recorded by raising the watermark: no documents
+            inserts.append(list(range(expected + 1, upto + 1)))
+        return watermark
+
     async def counted_write(batch):
         writes.append(len(batch))
         return await write_orders(batch)
 
-    store.mark_processed, store.write_orders = counted_mark, counted_write
+    store.mark_processed, store.write_orders, store.extend_watermark = counted_mark, counted_write, counted_extend
     projector = Projector(sets)
     events = [order_placed(f"o-{uuid.uuid4().hex[:8]}") for _ in range(20)]
     assert all(await asyncio.gather(*(projector.handle(e) for e in events)))
     recorded = sorted(p for batch in inserts for p in batch)
     assert recorded == sorted(e.position for e in events)  # each position recorded once
-    assert len(inserts) < len(events)  # ... by fewer inserts than events
+    assert len(inserts) < len(events)  # ... by fewer writes than events
     assert sum(writes) == 20 and len(writes) < len(events)  # each order written once, in batches
     # (earlier tests of this module applied every position before these)
     assert await watermark(db) == max(e.position for e in events)
@@ -112,3 +118,67 @@ async def test_concurrent_handlers_share_round_trips(db):
     assert await projector.handle(placed) is True
     assert await asyncio.gather(projector.handle(events[0]), projector.handle(shipped)) == [False, True]
     assert (await db.orders.find_one({"_id": shipped.aggregateId}))["status"] == "shipped"
+
+
+def at(event: EventEnvelope, position: int) -> EventEnvelope:
+    return event.model_copy(update={"position": position})
+
+
+@pytest.fixture
+async def fresh_db(mongo_url):
+    client = AsyncIOMotorClient(mongo_url)
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield client[name]
+    await client.drop_database(name)
+    client.close()
+
+
+async def test_events_in_order_raise_the_watermark_without_processed_documents(fresh_db):
+    """One replica, events in position order: after the first round, each round raises the
+    watermark by compare-and-set (two round trips) and writes no `processed` document."""
+    projector = Projector(MongoViewSets(fresh_db))
+    for n in range(1, 6):
+        assert await projector.handle(at(order_placed(f"o-{n}"), n))
+    assert await watermark(fresh_db) == 5
+    assert [d["_id"] async for d in fresh_db.processed.find({})] == [1]  # the first round's only
+
+
+async def test_a_raise_also_covers_what_another_replica_recorded_above_it(fresh_db):
+    """Replica B applied 3 before 2 existed and could only leave a `processed` document;
+    replica A's compare-and-set for 2 then scans and raises the watermark over B's 3."""
+    a = Projector(MongoViewSets(fresh_db))
+    assert await a.handle(at(order_placed("o-1"), 1))  # A now knows the watermark: 1
+    await MongoViewSets(fresh_db).store("").record_processed([])  # (B's read: 1)
+    await MongoViewSets(fresh_db).store("").mark_processed([3])  # B applied 3: a gap at 2
+    assert await a.handle(at(order_placed("o-2"), 2))
+    assert await watermark(fresh_db) == 3
+
+
+async def test_a_watermark_moved_by_another_replica_falls_back_to_documents(fresh_db):
+    a, b = Projector(MongoViewSets(fresh_db)), Projector(MongoViewSets(fresh_db))
+    store = MongoViewSets(fresh_db).store("")
+    refused = []
+    sets_a = a._sets  # noqa: SLF001 - count A's refused compare-and-sets
+    store_a = sets_a.store("")
+    extend = store_a.extend_watermark
+
+    async def counted(expected, upto):
+        result = await extend(expected, upto)
+        if result is None:
+            refused.append((expected, upto))
+        return result
+
+    store_a.extend_watermark = counted
+    assert await a.handle(at(order_placed("o-1"), 1))
+    assert await a.handle(at(order_placed("o-2"), 2))  # compare-and-set 1 -> 2
+    assert await b.handle(at(order_placed("o-4"), 4))  # B: 4 while 3 is missing: a document
+    assert await a.handle(at(order_placed("o-3"), 3))  # A: 2 -> 3, then over B's 4
+    assert await watermark(fresh_db) == 4
+    assert refused == []
+    five = at(order_placed("o-5"), 5)
+    assert await b.handle(five)  # B moves it to 5; A still believes 4 ...
+    assert await a.handle(five) is False  # ... and gets 5 redelivered: its 4 -> 5 is refused
+    assert refused == [(4, 5)]
+    assert await watermark(fresh_db) == 5
+    assert await a.handle(at(order_placed("o-6"), 6))  # A knows 5 again: 5 -> 6
+    assert refused == [(4, 5)] and await watermark(fresh_db) == 6 == await store.watermark()

@@ -145,8 +145,34 @@ class MongoViewStore:
         """Positions up to the watermark need no `processed` document: the watermark says they
         are processed. So the positions given here that are contiguous with the watermark
         (together with the stored ones) just raise it; only the others get a document."""
-        start = w = await self.watermark()
-        given = sorted({p for p in positions if p > w})
+        start = await self.watermark()
+        given = sorted({p for p in positions if p > start})
+        w = await self._raise_over_processed(start, given)
+        await self.mark_processed([p for p in given if p > w])
+        return w
+
+    async def extend_watermark(self, expected: int, upto: int) -> int | None:
+        """Compare-and-set: raises the watermark from exactly `expected` to `upto` (the caller
+        has applied every position in between), then over the processed positions others
+        recorded above it, as advance_watermark does. None, with nothing written, when the
+        watermark is not `expected`: the caller records its positions the usual way.
+
+        Two round trips instead of four (mark, read, scan, raise), and no `processed`
+        documents. Safe with several writers for the same reason mark-then-advance is: a
+        writer marks its positions before it reads the watermark, so one that read it before
+        this raise marked them before it too, and the scan after the raise finds them."""
+        if upto <= expected:
+            return None
+        result = await self._state.update_one({"_id": self._watermark_id, "position": expected},
+                                              {"$set": {"position": upto}})
+        if result.matched_count != 1:
+            return None
+        return await self._raise_over_processed(upto, [])
+
+    async def _raise_over_processed(self, start: int, given: Sequence[int]) -> int:
+        """Raises the watermark from `start` (the stored value) over the contiguous positions
+        among the stored `processed` documents and `given`; returns the new watermark."""
+        w = start
         while True:
             stored = await self.processed_after(w, SCAN_BATCH)
             merged = sorted(set(stored) | {p for p in given if p > w})
@@ -160,7 +186,6 @@ class MongoViewStore:
             break
         if w > start:
             await self._state.update_one({"_id": self._watermark_id}, {"$max": {"position": w}}, upsert=True)
-        await self.mark_processed([p for p in given if p > w])
         return w
 
     async def processed_after(self, position: int, limit: int | None, upto: int | None = None) -> list[int]:

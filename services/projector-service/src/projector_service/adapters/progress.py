@@ -85,8 +85,17 @@ class ObservedViewStore:
 
     async def advance_watermark(self) -> int:
         watermark = await self._store.advance_watermark()
+        await self._advanced(watermark)
+        return watermark
+
+    async def extend_watermark(self, expected: int, upto: int) -> int | None:
+        watermark = await self._store.extend_watermark(expected, upto)
+        if watermark is not None:
+            await self._advanced(watermark)
+        return watermark
+
+    async def _advanced(self, watermark: int) -> None:
         if self._when is None or self._when():
             self._progress.advanced(watermark)
             if self._announce is not None:
                 await self._announce(self._store.name, watermark)
-        return watermark

@@ -41,6 +41,11 @@ class ViewStore(Protocol):
     async def advance_watermark(self) -> int:
         """Raises the watermark over the contiguous processed positions; returns it."""
 
+    async def extend_watermark(self, expected: int, upto: int) -> int | None:
+        """If the watermark is exactly `expected`, raises it to `upto` (every position in
+        between was applied by the caller) and then over the processed positions above;
+        returns the new watermark. None, with nothing written, otherwise."""
+
     async def processed_after(self, position: int, limit: int | None, upto: int | None = None) -> list[int]:
         """Processed positions above `position` (and at most `upto`), ascending, at most
         `limit` of them."""

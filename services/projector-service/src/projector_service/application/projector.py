@@ -36,12 +36,19 @@ MAX_POLL_S = 0.1
 
 class ProgressRecorder:
     """Records the processed positions of the concurrent handlers of one set together: one
-    `processed` insert for all of them, then one watermark advance (three round trips). Whoever
+    `processed` insert for all of them, then one watermark advance (four round trips). Whoever
     asks while a round runs joins the next one, which starts after that caller's view write,
-    so the watermark it gets back covers its own position when that is contiguous."""
+    so the watermark it gets back covers its own position when that is contiguous.
+
+    When a round's positions continue the watermark this recorder last saw without a gap (one
+    replica, events in order: the usual case), they are recorded by a compare-and-set of the
+    watermark instead, plus the scan for positions others recorded (two round trips, no
+    `processed` documents); if another writer moved the watermark in between, the round falls
+    back to the above."""
 
     def __init__(self, store: ViewStore) -> None:
         self._store = store
+        self._known: int | None = None  # the watermark as this recorder last saw it
         self._positions: list[int] = []
         self._next: asyncio.Future[int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -61,11 +68,19 @@ class ProgressRecorder:
             fut, self._next = self._next, None
             positions, self._positions = sorted(set(self._positions)), []
             try:
-                # the documents before the advance, which must find them (another replica's
-                # advance may be the one that moves the watermark over them)
-                await self._store.mark_processed(positions)
-                fut.set_result(await self._store.advance_watermark())
+                watermark = None
+                known = self._known
+                if known is not None and positions and positions == list(range(known + 1, known + 1 + len(positions))):
+                    watermark = await self._store.extend_watermark(known, positions[-1])
+                if watermark is None:
+                    # the documents before the advance, which must find them (another replica's
+                    # advance may be the one that moves the watermark over them)
+                    await self._store.mark_processed(positions)
+                    watermark = await self._store.advance_watermark()
+                self._known = watermark
+                fut.set_result(watermark)
             except Exception as exc:  # every waiter fails (its handler retries the event)
+                self._known = None
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: no "never retrieved" warning when no one waits
 
