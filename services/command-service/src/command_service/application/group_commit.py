@@ -11,7 +11,8 @@ the next one (one BEGIN/COMMIT and one position counter lock window for the whol
   command's reply is stored afterwards, as without grouping.
 - Any other exception (a repeated commandId's unique violation, a deadlock, a lost
   connection, a bug) rolls the whole group back; then every command of the group runs again
-  on its own, in its own transaction with the usual retries, as without grouping.
+  on its own, in its own transaction with the usual retries, one after the other in arrival
+  order, as without grouping.
 - Positions: each accepted command takes its positions from the counter in order; the
   counter's row lock is held until the group commits, so positions stay gap-free and in
   commit order.
@@ -96,7 +97,9 @@ class GroupCommit:
                         self.fallbacks += 1
                         log.info("group of %d commands rolled back (%s); running them one by one",
                                  len(group), type(exc).__name__)
-                    outcomes = [_ALONE] * len(group)
+                    await self._one_by_one(group)
+                    group = []
+                    continue
                 for (_, _, _, fut), outcome in zip(group, outcomes):
                     if not fut.done():
                         fut.set_result(outcome)
@@ -108,6 +111,22 @@ class GroupCommit:
                     fut.set_result(_ALONE)
             self._pending = []
             self._task = None
+
+    async def _one_by_one(self, group: list[tuple[Work, Prefetch | None, contextvars.Context, asyncio.Future]]) -> None:
+        """After a group failed: each command in a transaction of its own (with the usual
+        retries), in arrival order, as without grouping; so of two commands with the same
+        commandId the one that arrived first is the one stored."""
+        for work, _, ctx, fut in group:
+            if fut.done():
+                continue
+            try:
+                outcome = await asyncio.create_task(self._store.in_transaction(work), context=ctx)
+            except DomainError as exc:
+                fut.set_result(_Rejected(exc))
+            except Exception as exc:  # noqa: BLE001 - the caller gets it (e.g. ReplyExists)
+                fut.set_exception(exc)
+            else:
+                fut.set_result(outcome)
 
     @staticmethod
     def _guarded(work: Work, ctx: contextvars.Context) -> Callable[[Tx], Awaitable[Any]]:
