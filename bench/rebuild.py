@@ -27,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from isolation import isolated
 from projector_service.config import ProjectorSettings
@@ -98,6 +99,69 @@ def history(n: int, seed: int = 7) -> list[tuple]:
     return rows[:n]
 
 
+def _cpu(p: psutil.Process) -> float:
+    try:
+        t = p.cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0
+
+
+def _listener(url: str) -> psutil.Process | None:
+    """The process listening on the port of `url` (the MongoDB stand-in), if it is visible."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port or 27017
+    try:
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
+                return psutil.Process(c.pid)
+    except psutil.Error:
+        pass
+    return None
+
+
+def _named(*names: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in names]
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of the processes a rebuild uses, from `start()` to
+    `stop()`: the rebuild (this process), the command service serving the replay, the MongoDB
+    server, and the shared RabbitMQ and PostgreSQL servers (other work on them counts too)."""
+
+    def __init__(self, command_service: psutil.Process | None, mongo_url: str) -> None:
+        self._procs: dict[str, list[psutil.Process]] = {
+            "rebuild": [psutil.Process()],
+            "command service": [command_service] if command_service else [],
+            "mongodb": [p for p in [_listener(mongo_url)] if p],
+            "rabbitmq (shared)": _named("beam.smp"),
+        }
+        self._start: dict[str, dict[int, float]] = {}
+
+    def _pg(self) -> list[psutil.Process]:
+        return _named("postgres")
+
+    def start(self) -> None:
+        self._procs["postgresql (shared)"] = self._pg()
+        self._start = {k: {p.pid: _cpu(p) for p in ps} for k, ps in self._procs.items()}
+
+    def stop(self) -> dict[str, float]:
+        self._procs["postgresql (shared)"] = self._pg()  # backends started meanwhile count whole
+        return {k: sum(_cpu(p) - self._start.get(k, {}).get(p.pid, 0.0) for p in ps) for k, ps in self._procs.items()}
+
+
+def cpu_lines(cpu: dict[str, float], events: int) -> list[str]:
+    per = 100_000 / events
+    own = ("rebuild", "command service", "mongodb")
+    lines = [f"cpu: {k} {v:.1f} s ({v * per:.1f} s per 100k events)" for k, v in cpu.items()]
+    total = sum(cpu[k] for k in own if k in cpu)
+    everything = sum(cpu.values())
+    lines.append(f"cpu total: rebuild + command service + mongodb {total:.1f} s ({total * per:.1f} s per 100k "
+                 f"events); with rabbitmq and postgresql {everything:.1f} s ({everything * per:.1f} s per 100k)")
+    return lines
+
+
 async def main(args: argparse.Namespace) -> None:
     async with isolated("bench-rebuild") as iso:
         vhost_url, dsn, mongo_url, dbname = iso.amqp_url, iso.dsn, iso.mongo_url, iso.mongo_db
@@ -121,6 +185,8 @@ async def main(args: argparse.Namespace) -> None:
                                          rebuild_batch=args.batch, rebuild_prefetch=args.prefetch,
                                          rebuild_per_message=args.per_message)
             marks: dict[str, float] = {}
+            meter = CpuMeter(psutil.Process(proc.pid), mongo_url)
+            meter.start()
             start = time.monotonic()
 
             def progress(p) -> None:
@@ -141,10 +207,13 @@ async def main(args: argparse.Namespace) -> None:
                 return
             result = await rebuild(settings, progress)
             total = time.monotonic() - start
+            cpu = meter.stop()
             replayed = marks.get("replayed", total)
             print(f"replay: {len(rows)} events in {replayed:.1f} s = {len(rows) / replayed:,.0f} events/s")
             print(f"whole rebuild (with the switch's waits): {total:.1f} s = {len(rows) / total:,.0f} events/s; "
                   f"set {result.view_set} live, watermark {result.watermark}")
+            print("\n".join(cpu_lines(cpu, len(rows))))
+            print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         finally:
             if proc is not None:
                 proc.terminate()
@@ -158,5 +227,12 @@ if __name__ == "__main__":
     ap.add_argument("--prefetch", type=int, default=40)
     ap.add_argument("--per-message", type=int, default=100)
     ap.add_argument("--cli", action="store_true", help="run `projector-service rebuild` as a process")
+    ap.add_argument("--verbose", action="store_true", help="log the rebuild's phases (with timestamps)")
+    parsed = ap.parse_args()
+    if parsed.verbose:
+        import logging
 
-    asyncio.run(main(ap.parse_args()))
+        logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
+        logging.getLogger("projector_service.application.rebuild").setLevel(logging.INFO)
+
+    asyncio.run(main(parsed))

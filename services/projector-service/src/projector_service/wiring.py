@@ -95,7 +95,7 @@ async def run_rebuild(settings: ProjectorSettings, db: Any, connection: Any,
     try:
         await feed.start()
         rebuilder = Rebuilder(MongoSetRegistry(db), feed, owner=settings.instance,
-                              batch_size=settings.rebuild_batch,
+                              batch_size=settings.rebuild_batch, buffer_orders=settings.rebuild_buffer_orders,
                               grace_s=settings.rebuild_grace_seconds if grace_s is None else grace_s,
                               on_progress=on_progress, **options)
         return await rebuilder.run()

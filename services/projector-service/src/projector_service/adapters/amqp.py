@@ -181,8 +181,11 @@ class AmqpHistoryFeed:
 
     async def next_batch(self, max_events: int, idle_s: float) -> _HistoryBatch | None:
         try:
-            first = await asyncio.wait_for(self._inbox.get(), idle_s)
-        except asyncio.TimeoutError:
+            if idle_s <= 0:
+                first = self._inbox.get_nowait()
+            else:
+                first = await asyncio.wait_for(self._inbox.get(), idle_s)
+        except (asyncio.TimeoutError, asyncio.QueueEmpty):
             return None
         messages = [first]
         count = self._count(first)

@@ -28,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 from cqrs_shared.viewsets import BUILD_LEASE_S, PROPAGATION_S
 
-from projector_service.application.apply import apply_events
+from projector_service.application.buffer import FoldBuffer
 from projector_service.application.ports import HistoryFeed, Pointer, SetRegistry, ViewStore
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ HEARTBEAT_S = 5.0
 LEASE_S = BUILD_LEASE_S  # a building set whose heartbeat is older belongs to a rebuild that died
 COMPARE_CHUNK = 10_000
 APPLY_ATTEMPTS = 8  # about a minute of backoff, then the rebuild fails (and can be run again)
+BUFFER_ORDERS = 60_000  # order documents folded in memory before they are written (about 2 KB each)
+T = TypeVar("T")
 
 
 class RebuildRefused(Exception):
@@ -80,13 +83,14 @@ def _now() -> datetime:
 
 class Rebuilder:
     def __init__(self, registry: SetRegistry, feed: HistoryFeed, *, owner: str,
-                 batch_size: int = 2000, idle_s: float = 0.3,
+                 batch_size: int = 2000, idle_s: float = 0.3, buffer_orders: int = BUFFER_ORDERS,
                  grace_s: float = 30.0, rerequest_s: float = 30.0, propagation_s: float = PROPAGATION_S,
                  on_progress: Callable[[Progress], None] | None = None, progress_every_s: float = 1.0) -> None:
         self._registry = registry
         self._feed = feed
         self._owner = owner
         self._batch_size = batch_size
+        self._buffer_orders = buffer_orders
         self._idle_s = idle_s
         self._grace_s = grace_s
         self._rerequest_s = rerequest_s
@@ -146,11 +150,13 @@ class Rebuilder:
         try:
             await self._request(1)
             await self._catch_up(new, old, "replay")
-            # the query indexes are built once the bulk of the history is in (much faster than
-            # maintaining them during the load), and before any query can read the set
-            await self._registry.create_indexes(name)
             ptr = await self._change(ptr, strict=True, heartbeat_at=_now())
-            await asyncio.sleep(self._propagation_s)
+            # the query indexes are built once the bulk of the history is in (much faster than
+            # maintaining them during the load), and before any query can read the set: while
+            # the strict pointer propagates, which takes a fixed time anyway
+            started = time.monotonic()
+            await asyncio.gather(self._registry.create_indexes(name), asyncio.sleep(self._propagation_s))
+            log.info("indexes built and the strict pointer propagated in %.2f s", time.monotonic() - started)
             await self._catch_up(new, old, "strict")
             ptr = await self._change(ptr, live=name, building=None, strict=False, owner=None, heartbeat_at=None,
                                      retiring=previous, retire_until=_now() + timedelta(seconds=self._grace_s))
@@ -196,15 +202,22 @@ class Rebuilder:
         last_request = time.monotonic()
         last_report = 0.0
         target = max(await old.watermark(), await old.last_processed())
+        buffer = FoldBuffer(new, max_orders=self._buffer_orders)
         while True:
-            batch = await self._feed.next_batch(self._batch_size, self._idle_s)
+            # with every requested replay ended (its end marker comes after all its events), what
+            # is not in the inbox now will not come: no need to wait for the queue to stay dry
+            outstanding = self._requests - len(self._feed.replay_ends)
+            batch = await self._feed.next_batch(self._batch_size, self._idle_s if outstanding > 0 else 0.0)
             if batch is not None:
-                await self._apply(new, batch)
+                await self._apply(buffer, batch)
+                if buffer.full:
+                    await self._flush(buffer)
                 if time.monotonic() - last_report >= self._progress_every_s:
                     last_report = time.monotonic()
                     target = max(target, await old.last_processed())
-                    self._report(new.name, phase, await new.advance_watermark(), target)
+                    self._report(new.name, phase, await new.watermark(), target)
                 continue
+            await self._flush(buffer)
             missing, watermark = await self._first_missing(new, old)
             target = max(target, await old.last_processed())
             self._report(new.name, phase, watermark, target)
@@ -222,25 +235,42 @@ class Rebuilder:
         self._requests += 1
         await self._feed.request(from_position)
 
-    async def _apply(self, store: ViewStore, batch: object) -> None:
-        events = batch.events  # type: ignore[attr-defined]
-        started = time.monotonic()
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` (idempotent) again after a failure (database unavailable), with backoff;
+        after APPLY_ATTEMPTS the rebuild fails (and can be run again)."""
         delay = 0.2
         for attempt in range(1, APPLY_ATTEMPTS + 1):
             try:
-                result = await apply_events(store, events, record=True) if events else None
-                break
-            except Exception as exc:  # database unavailable: the batch is idempotent, retry it
+                return await call()
+            except Exception as exc:
                 if attempt == APPLY_ATTEMPTS:
                     raise
-                log.warning("applying a batch failed (%r); retrying in %.1f s", exc, delay)
+                log.warning("%s failed (%r); retrying in %.1f s", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+    async def _apply(self, buffer: FoldBuffer, batch: object) -> None:
+        """Folds a batch into the buffer and acknowledges its messages: from then on the
+        buffer holds its events (a rebuild that dies loses its set anyway; a redelivery folds
+        as duplicates)."""
+        events = batch.events  # type: ignore[attr-defined]
+        started = time.monotonic()
+        result = await self._retrying("reading the orders of a batch", lambda: buffer.add(events)) if events else None
         invalid = [(e, str(exc)) for e, exc in result.invalid] if result else []
         await batch.done(invalid)  # type: ignore[attr-defined]
-        log.debug("batch of %d event(s) applied in %.3f s", len(events), time.monotonic() - started)
+        log.debug("batch of %d event(s) folded in %.3f s", len(events), time.monotonic() - started)
         if result:
             self._applied += len(result.done)
+
+    async def _flush(self, buffer: FoldBuffer) -> None:
+        if not buffer:
+            return
+        started, orders = time.monotonic(), buffer.orders
+        unwritten = await self._retrying("writing the folded views", buffer.flush)
+        log.info("wrote %d order document(s) in %.2f s", orders, time.monotonic() - started)
+        if unwritten:  # the comparison asks for them again
+            log.info("%d position(s) lost to other writers; they will be replayed", len(unwritten))
 
     async def _first_missing(self, new: ViewStore, old: ViewStore) -> tuple[int | None, int]:
         """The first position the old set has processed and the new one has not (or None),

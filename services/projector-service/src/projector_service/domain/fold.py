@@ -77,6 +77,23 @@ class ReferenceWrites:
     def __bool__(self) -> bool:
         return bool(self.customers or self.product_info or self.product_stock)
 
+    def __len__(self) -> int:
+        return len(self.customers) + len(set(self.product_info) | set(self.product_stock))
+
+    def merge(self, other: ReferenceWrites) -> None:
+        """Adds the writes of `other` (a batch folded after this one; its positions need not be
+        higher): the same outcome as writing both in either order, as the stored views are
+        order-independent (customer fields set, product info merged with the highest version,
+        the stock of the highest position)."""
+        for cid, fields in other.customers.items():
+            self.customers.setdefault(cid, {}).update(fields)
+        for pid, (fields, version) in other.product_info.items():
+            mine, v = self.product_info.get(pid, ({}, 0))
+            self.product_info[pid] = ({**mine, **fields}, max(v, version))
+        for pid, (stock, position) in other.product_stock.items():
+            if self.product_stock.get(pid, (0, 0))[1] < position:
+                self.product_stock[pid] = (stock, position)
+
 
 def fold_references(events: list[EventEnvelope]) -> ReferenceWrites:
     out = ReferenceWrites()

@@ -9,6 +9,9 @@ from cqrs_shared.contracts.events import EVENT_TYPES
 
 ORDER_EVENTS = frozenset(EVENT_TYPES["order"])
 KNOWN_EVENTS = frozenset(t for types in EVENT_TYPES.values() for t in types)
+# statuses no order event follows (the command side's rules: placed -> shipped -> delivered ->
+# refunded, or placed -> cancelled)
+FINAL_STATUSES = frozenset({"cancelled", "refunded"})
 
 
 class InvalidEvent(ValueError):
