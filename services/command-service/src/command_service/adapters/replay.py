@@ -59,19 +59,30 @@ def replay_consumer(connection: AbstractRobustConnection, pool: asyncpg.Pool) ->
             raise PermanentFailure(f"replay to {target!r} is not allowed")
         sent = 0
         channel = consumer.channel
-        while True:
-            rows = await pool.fetch(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE position >= $1 ORDER BY position LIMIT $2", start, BATCH)
-            if not rows:
-                break
-            if per_message == 1:
-                messages = [event_message(r, **{"x-original-routing-key": routing_key_of(r), "x-replay": True})
-                            for r in rows]
-            else:
-                messages = [batch_message(rows[i:i + per_message]) for i in range(0, len(rows), per_message)]
-            await asyncio.gather(*(channel.default_exchange.publish(m, routing_key=target) for m in messages))
-            sent += len(rows)
-            start = rows[-1]["position"] + 1
+
+        def page(after: int) -> asyncio.Future:
+            return asyncio.ensure_future(pool.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE position >= $1 ORDER BY position LIMIT $2", after, BATCH))
+
+        following = page(start)
+        try:
+            while True:
+                rows = await following
+                if not rows:
+                    break
+                start = rows[-1]["position"] + 1
+                following = page(start)  # the next page is read while this one is published
+                if per_message == 1:
+                    messages = [event_message(r, **{"x-original-routing-key": routing_key_of(r), "x-replay": True})
+                                for r in rows]
+                else:
+                    messages = [batch_message(rows[i:i + per_message]) for i in range(0, len(rows), per_message)]
+                await asyncio.gather(*(channel.default_exchange.publish(m, routing_key=target) for m in messages))
+                sent += len(rows)
+        finally:
+            if not following.done():
+                following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
         if report_end:
             await channel.default_exchange.publish(aio_pika.Message(
                 json.dumps({"replayEnd": True, "fromPosition": request["fromPosition"],

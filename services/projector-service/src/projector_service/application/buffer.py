@@ -62,6 +62,7 @@ class FoldBuffer:
         self._positions: list[int] = []  # done, needing no order write (reference events, duplicates)
         self._final: list[str] = []  # orders folded into a final status, to be written early
         self._early: asyncio.Task[None] | None = None  # the early write in progress
+        self._written: list[tuple[str, _Order, dict[str, Any]]] = []  # written early, not settled yet
 
     @property
     def orders(self) -> int:
@@ -79,6 +80,7 @@ class FoldBuffer:
         with their first version here. `done`: folded (written by the next flush), `blocked`:
         an earlier version is missing, `invalid`: can never be applied. Nothing is changed
         before the read, so a failed call can be repeated."""
+        self._settle()
         out = Applied()
         pending = group_orders(list(events))
         to_read = [oid for oid, evs in pending.items()
@@ -109,11 +111,15 @@ class FoldBuffer:
         out.done = done
         out.changed = bool(out.written) or bool(done)
         if len(self._final) >= self._chunk and (self._early is None or self._early.done()):
-            chunk, self._final = self._final[:self._chunk], self._final[self._chunk:]
-            self._early = asyncio.create_task(self._write_early(chunk))
+            self._early = asyncio.create_task(self._write_early())
         return out
 
-    async def _write_early(self, oids: list[str]) -> None:
+    async def _write_early(self) -> None:
+        while len(self._final) >= self._chunk:
+            chunk, self._final = self._final[:self._chunk], self._final[self._chunk:]
+            await self._write_early_chunk(chunk)
+
+    async def _write_early_chunk(self, oids: list[str]) -> None:
         """Writes these (final) orders now; each one written, and not folded further meanwhile,
         leaves the buffer, its positions recorded with the next flush. Anything else (a lost
         guard, a failure) stays buffered for the flush, which resolves it."""
@@ -123,8 +129,14 @@ class FoldBuffer:
         except Exception as exc:  # noqa: BLE001 - the flush writes them
             log.info("early write of %d order(s) failed (%r); the flush writes them", len(orders), exc)
             return
-        for oid, o, doc in orders:
-            if oid in lost or self._orders.get(oid) is not o:
+        # taken into account by the next add() or flush(), never while one of them waits
+        self._written.extend((oid, o, doc) for oid, o, doc in orders if oid not in lost)
+
+    def _settle(self) -> None:
+        """Applies the outcome of the early writes done so far."""
+        written, self._written = self._written, []
+        for oid, o, doc in written:
+            if self._orders.get(oid) is not o:
                 continue
             if o.doc is doc:
                 del self._orders[oid]
@@ -140,6 +152,7 @@ class FoldBuffer:
         if self._early is not None:
             await self._early
             self._early = None
+        self._settle()
         if not self:
             return []
         unwritten = await self._write_orders(list(self._orders.values()))

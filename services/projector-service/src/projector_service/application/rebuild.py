@@ -8,10 +8,12 @@ Phases (the reasoning is in docs/architecture.md, "Rebuilding the views"):
    apply every event to the new set too, skipping an order event whose earlier version the new
    set lacks (the replay brings it).
 2. **replay**: the history arrives over RabbitMQ in the rebuild's own queue, from position 1,
-   and is applied in batches (bulk reads and writes, events folded in memory per order,
-   positions contiguous with the set's watermark recorded by raising it). The query indexes
-   are built when the history is in. Whenever the queue runs dry, the new set is compared with the live one: a position the
-   live set has processed and the new set has not is requested again (replay from there).
+   and is folded in memory batch after batch (application/buffer.py), then written with few,
+   large writes (each order once per flush; positions contiguous with the set's watermark
+   recorded by raising it). Whenever the queue runs dry, the buffer is written and the new set
+   is compared with the live one: a position the live set has processed and the new set has
+   not is requested again (replay from there). The query indexes are built once the history
+   is in, while the strict pointer (3.) propagates.
 3. **strict**: once the new set has every position the live set has, the pointer marks it
    strict: live projectors must now apply each event to it (retrying a missing predecessor),
    before the live set. After PROPAGATION_S every projector writes the new set first, the
