@@ -168,15 +168,20 @@ async def main(args: argparse.Namespace) -> None:
         proc = None
         try:
             rows = history(args.events)
+            n = len(rows)
             conn = await asyncpg.connect(dsn)
             try:
                 await conn.copy_records_to_table("events", records=rows, columns=[
                     "position", "event_id", "aggregate_type", "aggregate_id", "version", "event_type", "envelope",
                     "created_at", "published_at"])
-                await conn.execute("UPDATE position_counter SET value = $1", len(rows))
+                await conn.execute("UPDATE position_counter SET value = $1", n)
             finally:
                 await conn.close()
-            print(f"history: {len(rows)} events in the event store")
+            del rows  # what the rebuild holds is measured below, not the bench's copy of the history
+            import gc
+
+            gc.collect()
+            print(f"history: {n} events in the event store")
             proc = subprocess.Popen([str(Path(sys.executable).parent / "command-service"), "serve"],
                                     env={**os.environ, "AMQP_URL": vhost_url, "POSTGRES_DSN": dsn, "HEALTH_PORT": "-1",
                                          "LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -190,9 +195,9 @@ async def main(args: argparse.Namespace) -> None:
             start = time.monotonic()
 
             def progress(p) -> None:
-                if p.watermark >= len(rows) and "replayed" not in marks:
+                if p.watermark >= n and "replayed" not in marks:
                     marks["replayed"] = time.monotonic() - start
-                print(f"  [{p.phase}] watermark {p.watermark}/{len(rows)}, {p.rate:,.0f} events/s, {p.elapsed:.1f} s",
+                print(f"  [{p.phase}] watermark {p.watermark}/{n}, {p.rate:,.0f} events/s, {p.elapsed:.1f} s",
                       flush=True)
 
             if args.cli:  # the command an operator runs, as its own process
@@ -203,16 +208,27 @@ async def main(args: argparse.Namespace) -> None:
                                                                "rebuild"], env=env, capture_output=True, text=True)
                 total = time.monotonic() - start
                 print(out.stderr.strip()[-600:], out.stdout.strip(), f"exit {out.returncode}", sep="\n")
-                print(f"whole rebuild (CLI process): {total:.1f} s = {len(rows) / total:,.0f} events/s")
+                print(f"whole rebuild (CLI process): {total:.1f} s = {n / total:,.0f} events/s")
                 return
+            me = psutil.Process()
+            rss = [me.memory_info().rss, 0]
+
+            async def sample() -> None:
+                while True:
+                    rss[1] = max(rss[1], me.memory_info().rss)
+                    await asyncio.sleep(0.1)
+
+            sampler = asyncio.create_task(sample())
             result = await rebuild(settings, progress)
             total = time.monotonic() - start
             cpu = meter.stop()
+            sampler.cancel()
             replayed = marks.get("replayed", total)
-            print(f"replay: {len(rows)} events in {replayed:.1f} s = {len(rows) / replayed:,.0f} events/s")
-            print(f"whole rebuild (with the switch's waits): {total:.1f} s = {len(rows) / total:,.0f} events/s; "
+            print(f"replay: {n} events in {replayed:.1f} s = {n / replayed:,.0f} events/s")
+            print(f"whole rebuild (with the switch's waits): {total:.1f} s = {n / total:,.0f} events/s; "
                   f"set {result.view_set} live, watermark {result.watermark}")
-            print("\n".join(cpu_lines(cpu, len(rows))))
+            print("\n".join(cpu_lines(cpu, n)))
+            print(f"rebuild process RSS: {rss[0] / 2**20:.0f} MB at the start, at most {rss[1] / 2**20:.0f} MB")
             print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         finally:
             if proc is not None:
