@@ -13,7 +13,8 @@ class ProjectorSettings(CommonSettings):
     # long the previous set is still written after the switch (queries holding the old
     # pointer keep a complete view)
     rebuild_batch: int = 2000
-    # rebuild: order documents folded in memory before they are written (about 2 KB each)
+    # rebuild: order documents folded in memory before they are written (about 3 KB each,
+    # so about 180 MB)
     rebuild_buffer_orders: int = 60_000
     rebuild_per_message: int = 100
     rebuild_prefetch: int = 40

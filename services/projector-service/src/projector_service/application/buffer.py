@@ -49,7 +49,7 @@ class _Order:
 
 class FoldBuffer:
     """Folds batches of history into memory (`add`) and writes them to `store` (`flush`).
-    `max_orders` bounds the memory (about 2 KB per order document): `full` says when to flush."""
+    `max_orders` bounds the memory (about 3 KB per order, measured): `full` says when to flush."""
 
     def __init__(self, store: ViewStore, *, max_orders: int, write_chunk: int = WRITE_CHUNK,
                  writes_in_flight: int = WRITES_IN_FLIGHT) -> None:

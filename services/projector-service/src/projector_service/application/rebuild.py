@@ -46,7 +46,8 @@ HEARTBEAT_S = 5.0
 LEASE_S = BUILD_LEASE_S  # a building set whose heartbeat is older belongs to a rebuild that died
 COMPARE_CHUNK = 10_000
 APPLY_ATTEMPTS = 8  # about a minute of backoff, then the rebuild fails (and can be run again)
-BUFFER_ORDERS = 60_000  # order documents folded in memory before they are written (about 2 KB each)
+# order documents folded in memory before they are written (about 3 KB each: about 180 MB)
+BUFFER_ORDERS = 60_000
 T = TypeVar("T")
 
 
