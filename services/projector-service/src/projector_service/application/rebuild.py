@@ -206,13 +206,18 @@ class Rebuilder:
         last_report = 0.0
         target = max(await old.watermark(), await old.last_processed())
         buffer = FoldBuffer(new, max_orders=self._buffer_orders)
+        spent = {"waiting": 0.0, "folding": 0.0}  # where the phase's time goes (logged at its end)
         while True:
             # with every requested replay ended (its end marker comes after all its events), what
             # is not in the inbox now will not come: no need to wait for the queue to stay dry
             outstanding = self._requests - len(self._feed.replay_ends)
+            t0 = time.monotonic()
             batch = await self._feed.next_batch(self._batch_size, self._idle_s if outstanding > 0 else 0.0)
+            t1 = time.monotonic()
+            spent["waiting"] += t1 - t0
             if batch is not None:
                 await self._apply(buffer, batch)
+                spent["folding"] += time.monotonic() - t1
                 if buffer.full:
                     await self._flush(buffer)
                 if time.monotonic() - last_report >= self._progress_every_s:
@@ -226,6 +231,8 @@ class Rebuilder:
             self._report(new.name, phase, watermark, target)
             outstanding = self._requests - len(self._feed.replay_ends)  # replays not finished yet
             if missing is None and outstanding <= 0:
+                log.info("%s phase: %.2f s taking and parsing history, %.2f s folding it", phase, spent["waiting"],
+                         spent["folding"])
                 return
             if outstanding > 0 and time.monotonic() - last_request < self._rerequest_s:
                 continue  # a replay is on its way (the command service may be busy): wait for it
