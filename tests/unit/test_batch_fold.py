@@ -82,3 +82,18 @@ def test_pointer_targets_newest_first_without_a_dead_build_or_an_expired_retirem
     switched = Pointer(live="r1", retiring="", retire_until=now + timedelta(seconds=1))
     assert switched.target_names(now) == [("r1", True), ("", True)]
     assert switched.target_names(now + timedelta(seconds=2)) == [("r1", True)]
+
+
+def test_reference_writes_merged_across_batches_equal_one_fold_of_all_in_any_order():
+    added = ev("ProductAdded", 1, 1, {"productId": "p1", "name": "Pen", "price": "1.50", "stock": 10},
+               agg="p1", atype="product")
+    reg = ev("CustomerRegistered", 1, 2, {"customerId": "c1", "name": "A", "email": "a@x.io"}, agg="c1",
+             atype="customer")
+    restocked = ev("ProductRestocked", 2, 7, {"productId": "p1", "quantity": 5, "stock": 13}, agg="p1",
+                   atype="product")
+    everything = fold_references([added, reg, PLACED, restocked])
+    for first, second in (([added, reg], [PLACED, restocked]), ([PLACED, restocked], [added, reg])):
+        merged = fold_references(first)
+        merged.merge(fold_references(second))
+        assert merged == everything
+    assert len(everything) == 2  # one customer, one product
