@@ -162,3 +162,61 @@ async def test_live_writes_between_the_fold_and_the_flush_are_kept_or_overwritte
     await event_by_event(MongoViewStore(db, "r6"), h.events)
     await assert_view_sets_equal(db, "r6", "r5")
     assert await store.advance_watermark() == len(h.events)
+
+
+class _Batch:
+    def __init__(self, events: list[EventEnvelope]) -> None:
+        self.events = events
+
+    async def done(self, invalid) -> None:
+        assert not invalid
+
+
+class EndlessFeed:
+    """History that keeps coming (a replay still running): the first batch places an order,
+    then the same customer registration again and again until `dry` is set."""
+
+    def __init__(self, first: list[EventEnvelope], filler: EventEnvelope) -> None:
+        self.replay_ends: list[int] = []
+        self.dry = False
+        self._first, self._filler = first, filler
+
+    async def request(self, from_position: int) -> None:
+        pass
+
+    async def next_batch(self, max_events: int, idle_s: float):
+        if self._first:
+            batch, self._first = self._first, []
+            return _Batch(batch)
+        if self.dry:
+            return None
+        await asyncio.sleep(0.01)
+        return _Batch([self._filler])
+
+
+@pytest.mark.parametrize("phase, written_while_flowing", [("replay", False), ("strict", True)])
+async def test_once_the_set_is_strict_each_batch_is_written_at_once(db, phase, written_while_flowing):
+    from projector_service.adapters.mongo import MongoSetRegistry
+    from projector_service.application.rebuild import Rebuilder
+
+    h = History()
+    reg = h.add("CustomerRegistered", "c1", 1, {"customerId": "c1", "name": "Ann", "email": "a@x.io"}, "customer")
+    placed = h.placed("w1")
+    name = "r7" if phase == "replay" else "r8"
+    new, old = MongoViewStore(db, name), MongoViewStore(db, "r9")
+    feed = EndlessFeed([reg, placed], reg)
+    rebuilder = Rebuilder(MongoSetRegistry(db), feed, owner="test", idle_s=0.05)
+    await rebuilder._request(1)  # a replay is outstanding: the loop runs until its end arrives
+    task = asyncio.create_task(rebuilder._catch_up(new, old, phase))
+    found = {}
+    for _ in range(40):  # while history keeps flowing (never dry)
+        found = await new.get_orders(["w1"])
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    assert bool(found) == written_while_flowing
+    feed.dry = True
+    feed.replay_ends.append(placed.position)
+    await asyncio.wait_for(task, 30)
+    assert (await new.get_orders(["w1"]))["w1"]["version"] == 1  # written by the end either way
+    assert await new.watermark() == placed.position

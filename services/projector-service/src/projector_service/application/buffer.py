@@ -144,6 +144,11 @@ class FoldBuffer:
             else:  # folded further meanwhile: the store holds the version written
                 o.stored = int(doc["version"])
 
+    def discard(self) -> None:
+        """Stops the background writes (the buffer is abandoned: its set is dropped later)."""
+        if self._early is not None and not self._early.done():
+            self._early.cancel()
+
     async def flush(self) -> list[int]:
         """Writes the buffered views, then records their positions; returns the positions
         whose order could not be written (another writer kept winning: the rebuild's

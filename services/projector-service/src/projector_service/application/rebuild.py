@@ -202,11 +202,22 @@ class Rebuilder:
         """Applies what the queue brings until the whole history has been delivered once (the
         end marker of a replay) and the new set has every position the old one has processed;
         requests a replay of the first missing position when the queue is dry."""
+        buffer = FoldBuffer(new, max_orders=self._buffer_orders)
+        # once the set is strict (after the replay phase), live projectors wait for, and retry,
+        # an event whose predecessor is missing from it: then every batch is written at once,
+        # so that the buffer never holds back what they wait for
+        write_through = phase != "replay"
+        spent = {"waiting": 0.0, "folding": 0.0}  # where the phase's time goes (logged at its end)
+        try:
+            await self._fold_history(new, old, phase, buffer, write_through, spent)
+        finally:
+            buffer.discard()  # after a failure: no early write goes on in the background
+
+    async def _fold_history(self, new: ViewStore, old: ViewStore, phase: str, buffer: FoldBuffer,
+                            write_through: bool, spent: dict[str, float]) -> None:
         last_request = time.monotonic()
         last_report = 0.0
         target = max(await old.watermark(), await old.last_processed())
-        buffer = FoldBuffer(new, max_orders=self._buffer_orders)
-        spent = {"waiting": 0.0, "folding": 0.0}  # where the phase's time goes (logged at its end)
         while True:
             # with every requested replay ended (its end marker comes after all its events), what
             # is not in the inbox now will not come: no need to wait for the queue to stay dry
@@ -218,7 +229,7 @@ class Rebuilder:
             if batch is not None:
                 await self._apply(buffer, batch)
                 spent["folding"] += time.monotonic() - t1
-                if buffer.full:
+                if buffer.full or write_through:
                     await self._flush(buffer)
                 if time.monotonic() - last_report >= self._progress_every_s:
                     last_report = time.monotonic()
