@@ -36,7 +36,7 @@ migrate: install
 clean: down
 	rm -rf .run
 
-bench: install       ## measure the system against its raw baselines (about 5 minutes, then the rebuild phase)
+bench: install       ## measure the system against its raw baselines (about 3 minutes on a quiet machine; BENCH_ARGS: docs/performance.md)
 	scripts/with-mongo.sh $(UV) run --frozen python bench/bench.py $(BENCH_ARGS)
 
 scale: install       ## projector at 1, 2, 4 replicas, 2 command and 1-2 query replicas, views checked by the oracle (a few minutes)
