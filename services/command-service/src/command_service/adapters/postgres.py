@@ -17,7 +17,6 @@ from cqrs_shared import tracing
 log = logging.getLogger(__name__)
 
 
-
 class WriteConflict(Exception):
     """A concurrent transaction created the aggregate this command creates (its existence was
     read before that one committed): the command runs again and is rejected as a duplicate."""
