@@ -83,6 +83,19 @@ def make_consumer(connection: AbstractRobustConnection, reply_channel: AbstractC
                          prefetch=prefetch, on_give_up=on_give_up)
 
 
+def _notification(body: bytes) -> tuple[str, int] | None:
+    """(view set, watermark) of a watermark notification, or None when it is malformed."""
+    try:
+        raw = json.loads(body)
+        view_set, position = raw["views"], raw["watermark"]
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError):
+        return None
+    if not (isinstance(view_set, str) and is_set_name(view_set)
+            and isinstance(position, int) and not isinstance(position, bool) and position >= 0):
+        return None
+    return view_set, position
+
+
 async def subscribe_watermarks(connection: AbstractRobustConnection, instance: str, notifications: Notifications,
                                poke: Callable[[], None]) -> AbstractQueue:
     """This process's queue of the projectors' watermark notifications (exclusive: it goes with
@@ -96,17 +109,11 @@ async def subscribe_watermarks(connection: AbstractRobustConnection, instance: s
     await queue.bind(INTERNAL_EXCHANGE, routing_key=WATERMARK_ROUTING_KEY)
 
     async def on_notification(message: AbstractIncomingMessage) -> None:
-        try:
-            raw = json.loads(message.body)
-            view_set, position = raw["views"], raw["watermark"]
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError):
+        parsed = _notification(message.body)
+        if parsed is None:
             log.warning("ignored a malformed watermark notification")
             return
-        if not (isinstance(view_set, str) and is_set_name(view_set)
-                and isinstance(position, int) and not isinstance(position, bool) and position >= 0):
-            log.warning("ignored a malformed watermark notification")
-            return
-        notifications.note(view_set, position)
+        notifications.note(*parsed)
         poke()
 
     await queue.consume(on_notification, no_ack=True)
