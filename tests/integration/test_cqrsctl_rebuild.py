@@ -76,10 +76,32 @@ async def stack(command_app, rabbit_vhost_url, mongo_url, mongo_db_name):
     mongo.close()
 
 
-def _into(inbox: asyncio.Queue):
-    async def put(message) -> None:
-        inbox.put_nowait(json.loads(message.body))
-    return put
+class _Requester:
+    """A rebuild requester speaking AMQP directly (what cqrsctl does): publishes requests to
+    cqrs.internal with direct reply-to and collects the JSON messages that come back."""
+
+    def __init__(self, conn, exchange, got: asyncio.Queue) -> None:
+        self.conn, self._exchange, self._got = conn, exchange, got
+
+    @classmethod
+    async def connect(cls, url: str) -> "_Requester":
+        conn = await aio_pika.connect_robust(url)
+        ch = await conn.channel()
+        got: asyncio.Queue = asyncio.Queue()
+
+        async def put(message) -> None:
+            got.put_nowait(json.loads(message.body))
+
+        await (await ch.get_queue("amq.rabbitmq.reply-to", ensure=False)).consume(put, no_ack=True)
+        return cls(conn, await ch.get_exchange(INTERNAL_EXCHANGE, ensure=False), got)
+
+    async def send(self, body: bytes, correlation_id: str) -> None:
+        await self._exchange.publish(
+            aio_pika.Message(body, correlation_id=correlation_id, reply_to="amq.rabbitmq.reply-to"),
+            routing_key=REBUILD_REQUEST_ROUTING_KEY)
+
+    async def next(self) -> dict:
+        return await asyncio.wait_for(self._got.get(), 20)
 
 
 def _invoke(*args: str):
@@ -176,18 +198,12 @@ async def test_rebuild_shows_progress_and_switches(stack):
 
 async def test_the_rebuild_finishes_when_its_requester_goes_away(stack):
     before = (await stack.pointer())["live"]
-    conn = await aio_pika.connect_robust(stack.url)
-    ch = await conn.channel()
-    got: asyncio.Queue = asyncio.Queue()
-    reply_to = await ch.get_queue("amq.rabbitmq.reply-to", ensure=False)
-    await reply_to.consume(_into(got), no_ack=True)
-    ex = await ch.get_exchange(INTERNAL_EXCHANGE, ensure=False)
-    await ex.publish(aio_pika.Message(b'{"views": "all"}', correlation_id="c1", reply_to="amq.rabbitmq.reply-to"),
-                     routing_key=REBUILD_REQUEST_ROUTING_KEY)
-    assert (await asyncio.wait_for(got.get(), 20))["type"] == "accepted"
-    while (m := await asyncio.wait_for(got.get(), 20))["type"] != "progress" or not m["viewSet"]:
+    requester = await _Requester.connect(stack.url)
+    await requester.send(b'{"views": "all"}', "c1")
+    assert (await requester.next())["type"] == "accepted"
+    while (m := await requester.next())["type"] != "progress" or not m["viewSet"]:
         pass
-    await conn.close()  # Ctrl-C / lost connection of the requester
+    await requester.conn.close()  # Ctrl-C / lost connection of the requester
     for _ in range(300):
         pointer = await stack.pointer()
         if pointer["live"] != before and pointer["building"] is None:
@@ -205,45 +221,33 @@ async def test_the_rebuild_finishes_when_its_requester_goes_away(stack):
 
 async def test_an_invalid_request_is_rejected_and_changes_nothing(stack):
     before = await stack.pointer()
-    conn = await aio_pika.connect_robust(stack.url)
+    requester = await _Requester.connect(stack.url)
     try:
-        ch = await conn.channel()
-        got: asyncio.Queue = asyncio.Queue()
-        reply_to = await ch.get_queue("amq.rabbitmq.reply-to", ensure=False)
-        await reply_to.consume(_into(got), no_ack=True)
-        ex = await ch.get_exchange(INTERNAL_EXCHANGE, ensure=False)
         for body in (b'{"views": "orders"}', b"not json"):
-            await ex.publish(aio_pika.Message(body, correlation_id="c2", reply_to="amq.rabbitmq.reply-to"),
-                             routing_key=REBUILD_REQUEST_ROUTING_KEY)
-            reply = await asyncio.wait_for(got.get(), 20)
+            await requester.send(body, "c2")
+            reply = await requester.next()
             assert reply["type"] == "result" and reply["status"] == "rejected", reply
             assert reply["error"]["code"] == "validation_error"
     finally:
-        await conn.close()
+        await requester.conn.close()
     assert (await stack.pointer())["generation"] == before["generation"]
 
 
 async def test_a_replica_stopped_mid_rebuild_abandons_it_and_tells_the_requester(stack):
     """Runs last: stops the replica that took the request (SIGTERM, e.g. a rolling update)."""
     before = await stack.pointer()
-    conn = await aio_pika.connect_robust(stack.url)
+    requester = await _Requester.connect(stack.url)
     try:
-        ch = await conn.channel()
-        got: asyncio.Queue = asyncio.Queue()
-        reply_to = await ch.get_queue("amq.rabbitmq.reply-to", ensure=False)
-        await reply_to.consume(_into(got), no_ack=True)
-        ex = await ch.get_exchange(INTERNAL_EXCHANGE, ensure=False)
-        await ex.publish(aio_pika.Message(b"{}", correlation_id="c3", reply_to="amq.rabbitmq.reply-to"),
-                         routing_key=REBUILD_REQUEST_ROUTING_KEY)
-        while (m := await asyncio.wait_for(got.get(), 20))["type"] != "progress" or not m["viewSet"]:
+        await requester.send(b"{}", "c3")
+        while (m := await requester.next())["type"] != "progress" or not m["viewSet"]:
             pass
         (running,) = [p for p in stack.projectors if p.rebuilds.running]
         await running.stop()
         stack.projectors.remove(running)
-        while (m := await asyncio.wait_for(got.get(), 20))["type"] != "result":
+        while (m := await requester.next())["type"] != "result":
             pass
     finally:
-        await conn.close()
+        await requester.conn.close()
     assert m["status"] == "failed" and m["error"]["code"] == "rebuild_failed", m
     assert "is stopping" in m["error"]["message"] and "the live views are unchanged" in m["error"]["message"]
     after = await stack.pointer()
